@@ -1,0 +1,35 @@
+# `make test` and `make demo` set up .venv from scratch when needed.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+DEPS := $(VENV)/.deps-installed
+OP := qkeras_hybrid/ops/_qkeras_hybrid_ops.so
+OP_SOURCES := $(wildcard custom_ops/tf/*.cc custom_ops/simulator/*.h) setup.py
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: build test demo bench clean
+
+$(DEPS): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+# The package's own build compiles the op (setup.py, flags from tf.sysconfig).
+$(OP): $(DEPS) $(OP_SOURCES)
+	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
+	touch $@
+
+build: $(OP)
+
+test: build
+	$(PY) -m pytest -n 2 -q
+
+demo: build
+	$(PY) examples/demo.py
+
+bench: build
+	$(PY) benchmarks/op_bench.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info $(OP) qkeras_hybrid/ops/_build_info.json

@@ -1,0 +1,245 @@
+// A compiled circuit as the simulator runs it: fused gate blocks and Pauli-sum
+// observables, decoded once per op call from the flat program tensors and
+// validated so that a malformed program can never touch memory out of range.
+//
+// Flat layout (built by qkeras_hybrid/circuits/program.py):
+//   block_meta int32 [NB, 7]: k, q0, q1, q2, kind, first_gate, num_gates
+//     A block acts on k (1..3) qubits; the first listed qubit is the most
+//     significant bit of the block's local index (Cirq's convention).
+//     kind 0 = dense, 1 = diagonal (every gate in it is diagonal).
+//   gate_meta int32 [NG, 4]: type, angle_slot, data_offset, num_terms
+//     type 0 = constant: data holds a 2^k x 2^k complex matrix (re, im pairs).
+//     type 1 = exponential exp(-i * angle * H), H = sum_t eig_t * P_t: data
+//       holds num_terms records of (eig_t, P_t as 2^k x 2^k complex matrix).
+//   gate_data float64 [D]
+//   pauli_masks int64 [O, T, 2]: x mask, z mask of each term (bit q = qubit q)
+//   pauli_coeffs float64 [O, T]: real coefficient of each term (0 pads)
+#ifndef QKERAS_HYBRID_SIMULATOR_PROGRAM_H_
+#define QKERAS_HYBRID_SIMULATOR_PROGRAM_H_
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace qkh {
+
+constexpr int kMaxBlockQubits = 3;
+constexpr int kBlockMetaWidth = 7;
+constexpr int kGateMetaWidth = 4;
+constexpr int kMaxQubits = 62;  // masks are 64-bit; memory is checked apart
+
+enum BlockKind { kDense = 0, kDiagonal = 1 };
+enum GateType { kConstant = 0, kExponential = 1 };
+
+template <typename FP>
+struct Complex {
+  FP re, im;
+};
+
+template <typename FP>
+inline Complex<FP> Mul(Complex<FP> a, Complex<FP> b) {
+  return {a.re * b.re - a.im * b.im, a.re * b.im + a.im * b.re};
+}
+template <typename FP>
+inline Complex<FP> MulConj(Complex<FP> a, Complex<FP> b) {  // conj(a) * b
+  return {a.re * b.re + a.im * b.im, a.re * b.im - a.im * b.re};
+}
+
+struct Block {
+  int k = 1;
+  int dim = 2;
+  int qubits[kMaxBlockQubits] = {0, 0, 0};
+  int sorted_qubits[kMaxBlockQubits] = {0, 0, 0};
+  uint64_t offsets[1 << kMaxBlockQubits] = {};  // local index -> state offset
+  int kind = kDense;
+  int first_gate = 0;
+  int num_gates = 0;
+  bool has_angles = false;
+};
+
+struct Gate {
+  int type = kConstant;
+  int angle_slot = -1;
+  int64_t data_offset = 0;
+  int num_terms = 0;
+  int block = 0;  // the block that owns the gate, set while decoding
+};
+
+template <typename FP>
+struct Program {
+  int num_qubits = 0;
+  int num_angles = 0;
+  std::vector<Block> blocks;
+  std::vector<Gate> gates;
+  std::vector<FP> data;  // gate data in the simulation precision
+  // Generator H = sum_t eig_t P_t of every exponential gate, dim x dim,
+  // at hamiltonian_offset[g] in `hamiltonians`.
+  std::vector<Complex<FP>> hamiltonians;
+  std::vector<int64_t> hamiltonian_offset;
+
+  int num_observables = 0;
+  int terms_per_observable = 0;
+  // Flattened [O * T]; terms with a zero coefficient are dropped.
+  struct Term {
+    int observable;
+    uint64_t x_mask, z_mask;
+    int y_phase;  // P = i^y_phase X^x Z^z, y_phase = number of Y factors mod 4
+    FP coeff;
+  };
+  std::vector<Term> diagonal_terms;
+  std::vector<Term> offdiagonal_terms;
+};
+
+inline std::string Str(int64_t v) { return std::to_string(v); }
+
+// Decodes and validates the flat program. Returns an empty string on success,
+// else a message naming the tensor, the index and the bad value.
+template <typename FP>
+std::string DecodeProgram(int64_t num_qubits, const int32_t* block_meta,
+                          int64_t num_blocks, const int32_t* gate_meta,
+                          int64_t num_gates, const double* gate_data,
+                          int64_t data_size, const int64_t* pauli_masks,
+                          const double* pauli_coeffs, int64_t num_observables,
+                          int64_t terms_per_observable, int64_t num_angles,
+                          Program<FP>* p) {
+  if (num_qubits < 1 || num_qubits > kMaxQubits)
+    return "num_qubits must be in [1, " + Str(kMaxQubits) + "], got " +
+           Str(num_qubits);
+  p->num_qubits = static_cast<int>(num_qubits);
+  p->num_angles = static_cast<int>(num_angles);
+  for (int64_t i = 0; i < data_size; ++i) {
+    if (!std::isfinite(gate_data[i]))
+      return "gate_data[" + Str(i) + "] is not finite";
+  }
+  p->data.assign(gate_data, gate_data + data_size);
+
+  p->gates.resize(num_gates);
+  std::vector<int> owner(num_gates, -1);
+  p->blocks.resize(num_blocks);
+  for (int64_t b = 0; b < num_blocks; ++b) {
+    const int32_t* m = block_meta + b * kBlockMetaWidth;
+    const std::string where = "block_meta[" + Str(b) + "]";
+    Block& blk = p->blocks[b];
+    blk.k = m[0];
+    if (blk.k < 1 || blk.k > kMaxBlockQubits)
+      return where + ": block size must be 1, 2 or 3 qubits, got " + Str(m[0]);
+    blk.dim = 1 << blk.k;
+    for (int j = 0; j < blk.k; ++j) {
+      const int q = m[1 + j];
+      if (q < 0 || q >= num_qubits)
+        return where + ": qubit index " + Str(q) + " out of range [0, " +
+               Str(num_qubits) + ")";
+      for (int i = 0; i < j; ++i)
+        if (blk.qubits[i] == q) return where + ": qubit " + Str(q) + " repeated";
+      blk.qubits[j] = q;
+      blk.sorted_qubits[j] = q;
+    }
+    for (int i = 1; i < blk.k; ++i)  // insertion sort of at most 3 items
+      for (int j = i; j > 0 && blk.sorted_qubits[j - 1] > blk.sorted_qubits[j]; --j)
+        std::swap(blk.sorted_qubits[j - 1], blk.sorted_qubits[j]);
+    for (int l = 0; l < blk.dim; ++l) {
+      uint64_t off = 0;
+      for (int j = 0; j < blk.k; ++j)
+        if ((l >> (blk.k - 1 - j)) & 1) off |= uint64_t{1} << blk.qubits[j];
+      blk.offsets[l] = off;
+    }
+    blk.kind = m[4];
+    if (blk.kind != kDense && blk.kind != kDiagonal)
+      return where + ": unknown block kind " + Str(m[4]);
+    blk.first_gate = m[5];
+    blk.num_gates = m[6];
+    if (blk.num_gates < 1 || blk.first_gate < 0 ||
+        int64_t{blk.first_gate} + blk.num_gates > num_gates)
+      return where + ": gate range [" + Str(m[5]) + ", " +
+             Str(int64_t{m[5]} + m[6]) + ") is not inside gate_meta of " +
+             Str(num_gates) + " gates";
+    for (int g = blk.first_gate; g < blk.first_gate + blk.num_gates; ++g) {
+      if (owner[g] != -1)
+        return where + ": gate " + Str(g) + " already belongs to block " +
+               Str(owner[g]);
+      owner[g] = static_cast<int>(b);
+    }
+  }
+
+  p->hamiltonian_offset.assign(num_gates, -1);
+  for (int64_t g = 0; g < num_gates; ++g) {
+    const int32_t* m = gate_meta + g * kGateMetaWidth;
+    const std::string where = "gate_meta[" + Str(g) + "]";
+    if (owner[g] < 0) return where + ": gate belongs to no block";
+    Gate& gate = p->gates[g];
+    gate.block = owner[g];
+    const Block& blk = p->blocks[owner[g]];
+    const int64_t mat = int64_t{2} * blk.dim * blk.dim;
+    gate.type = m[0];
+    gate.angle_slot = m[1];
+    gate.data_offset = m[2];
+    gate.num_terms = m[3];
+    int64_t needed = 0;
+    if (gate.type == kConstant) {
+      needed = mat;
+    } else if (gate.type == kExponential) {
+      if (gate.angle_slot < 0 || gate.angle_slot >= num_angles)
+        return where + ": angle slot " + Str(m[1]) + " out of range [0, " +
+               Str(num_angles) + ")";
+      if (gate.num_terms < 1 || gate.num_terms > blk.dim)
+        return where + ": num_terms must be in [1, " + Str(blk.dim) +
+               "], got " + Str(m[3]);
+      needed = gate.num_terms * (1 + mat);
+      p->blocks[owner[g]].has_angles = true;
+    } else {
+      return where + ": unknown gate type " + Str(m[0]);
+    }
+    if (gate.data_offset < 0 || gate.data_offset + needed > data_size)
+      return where + ": data range [" + Str(m[2]) + ", " +
+             Str(gate.data_offset + needed) + ") is outside gate_data of size " +
+             Str(data_size);
+    if (gate.type == kExponential) {
+      p->hamiltonian_offset[g] = static_cast<int64_t>(p->hamiltonians.size());
+      std::vector<Complex<FP>> h(blk.dim * blk.dim, Complex<FP>{0, 0});
+      const double* d = gate_data + gate.data_offset;
+      for (int t = 0; t < gate.num_terms; ++t, d += 1 + mat) {
+        for (int e = 0; e < blk.dim * blk.dim; ++e) {
+          h[e].re += static_cast<FP>(d[0] * d[1 + 2 * e]);
+          h[e].im += static_cast<FP>(d[0] * d[2 + 2 * e]);
+        }
+      }
+      p->hamiltonians.insert(p->hamiltonians.end(), h.begin(), h.end());
+    }
+  }
+
+  p->num_observables = static_cast<int>(num_observables);
+  p->terms_per_observable = static_cast<int>(terms_per_observable);
+  const uint64_t full = num_qubits >= 64 ? ~uint64_t{0}
+                                         : (uint64_t{1} << num_qubits) - 1;
+  for (int64_t o = 0; o < num_observables; ++o) {
+    for (int64_t t = 0; t < terms_per_observable; ++t) {
+      const int64_t i = o * terms_per_observable + t;
+      const std::string where =
+          "pauli_masks[" + Str(o) + ", " + Str(t) + "]";
+      const double c = pauli_coeffs[i];
+      if (!std::isfinite(c))
+        return "pauli_coeffs[" + Str(o) + ", " + Str(t) + "] is not finite";
+      const int64_t xm = pauli_masks[2 * i], zm = pauli_masks[2 * i + 1];
+      if (xm < 0 || zm < 0 || (static_cast<uint64_t>(xm) & ~full) ||
+          (static_cast<uint64_t>(zm) & ~full))
+        return where + ": mask (" + Str(xm) + ", " + Str(zm) +
+               ") acts on a qubit outside the " + Str(num_qubits) +
+               "-qubit register";
+      if (c == 0.0) continue;
+      typename Program<FP>::Term term;
+      term.observable = static_cast<int>(o);
+      term.x_mask = static_cast<uint64_t>(xm);
+      term.z_mask = static_cast<uint64_t>(zm);
+      term.y_phase = __builtin_popcountll(term.x_mask & term.z_mask) & 3;
+      term.coeff = static_cast<FP>(c);
+      (term.x_mask == 0 ? p->diagonal_terms : p->offdiagonal_terms)
+          .push_back(term);
+    }
+  }
+  return "";
+}
+
+}  // namespace qkh
+
+#endif  // QKERAS_HYBRID_SIMULATOR_PROGRAM_H_

@@ -1,0 +1,82 @@
+// Op registrations with full shape functions; the kernels live in kernels.cc.
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/shape_inference.h"
+
+namespace qkh {
+
+using ::tensorflow::Status;
+using ::tensorflow::shape_inference::DimensionHandle;
+using ::tensorflow::shape_inference::InferenceContext;
+using ::tensorflow::shape_inference::ShapeHandle;
+
+// Checks the program inputs (0..5) and returns [batch, num_angles] of
+// `angles` (input 6) and the number of observables.
+static Status ProgramShapes(InferenceContext* c, ShapeHandle* angles,
+                            DimensionHandle* num_observables) {
+  ShapeHandle s;
+  DimensionHandle d;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 0, &s));  // num_qubits
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, &s));  // block_meta
+  TF_RETURN_IF_ERROR(c->WithValue(c->Dim(s, 1), 7, &d));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 2, &s));  // gate_meta
+  TF_RETURN_IF_ERROR(c->WithValue(c->Dim(s, 1), 4, &d));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 1, &s));  // gate_data
+  ShapeHandle masks, coeffs;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(4), 3, &masks));
+  TF_RETURN_IF_ERROR(c->WithValue(c->Dim(masks, 2), 2, &d));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(5), 2, &coeffs));
+  TF_RETURN_IF_ERROR(c->Merge(c->Dim(masks, 0), c->Dim(coeffs, 0), num_observables));
+  TF_RETURN_IF_ERROR(c->Merge(c->Dim(masks, 1), c->Dim(coeffs, 1), &d));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(6), 2, angles));
+  return ::tensorflow::OkStatus();
+}
+
+REGISTER_OP("QkerasHybrid>Expectation")
+    .Input("num_qubits: int32")
+    .Input("block_meta: int32")
+    .Input("gate_meta: int32")
+    .Input("gate_data: float64")
+    .Input("pauli_masks: int64")
+    .Input("pauli_coeffs: float64")
+    .Input("angles: T")
+    .Output("expectations: T")
+    .Attr("T: {float, double}")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle angles;
+      DimensionHandle num_observables;
+      TF_RETURN_IF_ERROR(ProgramShapes(c, &angles, &num_observables));
+      c->set_output(0, c->Matrix(c->Dim(angles, 0), num_observables));
+      return ::tensorflow::OkStatus();
+    })
+    .Doc(R"doc(
+Expectation values <O_o> of a compiled circuit for a batch of angle vectors.
+angles: [batch, num_angles]; expectations: [batch, num_observables].
+)doc");
+
+REGISTER_OP("QkerasHybrid>ExpectationAdjointGrad")
+    .Input("num_qubits: int32")
+    .Input("block_meta: int32")
+    .Input("gate_meta: int32")
+    .Input("gate_data: float64")
+    .Input("pauli_masks: int64")
+    .Input("pauli_coeffs: float64")
+    .Input("angles: T")
+    .Input("upstream: T")
+    .Output("d_angles: T")
+    .Attr("T: {float, double}")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle angles, upstream;
+      DimensionHandle num_observables, d;
+      TF_RETURN_IF_ERROR(ProgramShapes(c, &angles, &num_observables));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(7), 2, &upstream));
+      TF_RETURN_IF_ERROR(c->Merge(c->Dim(upstream, 0), c->Dim(angles, 0), &d));
+      TF_RETURN_IF_ERROR(c->Merge(c->Dim(upstream, 1), num_observables, &d));
+      c->set_output(0, angles);
+      return ::tensorflow::OkStatus();
+    })
+    .Doc(R"doc(
+Adjoint-method vector-Jacobian product of QkerasHybrid>Expectation:
+d_angles[b, a] = sum_o upstream[b, o] d<O_o>/d angles[b, a].
+)doc");
+
+}  // namespace qkh

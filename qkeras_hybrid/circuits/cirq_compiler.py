@@ -1,0 +1,110 @@
+"""Lowers a cirq.Circuit with sympy parameters to `Primitive`s."""
+
+import numpy as np
+import sympy
+
+import cirq
+
+from qkeras_hybrid.circuits.program import MAX_GATE_QUBITS, Primitive, exponential
+
+
+class UnsupportedGateError(ValueError):
+    """A gate the native simulator cannot run."""
+
+
+def _eigen_generator(gate):
+    """H with gate = exp(-i * exponent * H) for a cirq.EigenGate."""
+    dim = int(np.prod(cirq.qid_shape(gate)))
+    h = np.zeros((dim, dim), dtype=complex)
+    shift = float(gate.global_shift)
+    for half_turns, projector in gate._eigen_components():
+        h += -np.pi * (float(half_turns) + shift) * np.asarray(projector)
+    return h
+
+
+def _control_projector(gate):
+    """Projector on the control states that activate a cirq.ControlledGate."""
+    sub_dim = int(np.prod(cirq.qid_shape(gate.sub_gate)))
+    flip = cirq.ControlledGate(
+        cirq.MatrixGate(-np.eye(sub_dim), qid_shape=cirq.qid_shape(gate.sub_gate)),
+        control_values=gate.control_values,
+        control_qid_shape=gate.control_qid_shape,
+    )
+    u = cirq.unitary(flip)
+    return (np.eye(u.shape[0]) - u) / 2
+
+
+def _symbolic_generator(gate):
+    """(H, exponent) with gate = exp(-i exponent H), or None."""
+    if isinstance(gate, cirq.EigenGate) and not cirq.is_parameterized(gate.global_shift):
+        return _eigen_generator(gate), gate.exponent
+    if isinstance(gate, cirq.ControlledGate):
+        inner = _symbolic_generator(gate.sub_gate)
+        if inner is None:
+            return None
+        h_sub, exponent = inner
+        control_dim = int(np.prod(gate.control_qid_shape))
+        active = _control_projector(gate)
+        return active @ np.kron(np.eye(control_dim), h_sub), exponent
+    return None
+
+
+def _lower_fsim(gate, qubits):
+    # FSim(theta, phi) = exp(-i theta (XX + YY)/2) exp(-i phi |11><11|), exactly.
+    xx_yy = np.zeros((4, 4), dtype=complex)
+    xx_yy[1, 2] = xx_yy[2, 1] = 1.0
+    n11 = np.diag([0.0, 0.0, 0.0, 1.0]).astype(complex)
+    return [exponential(qubits, xx_yy, gate.theta), exponential(qubits, n11, gate.phi)]
+
+
+def lower_operation(op, index_of):
+    """Primitives for one cirq operation, in time order."""
+    gate = op.gate
+    if cirq.is_measurement(op) or isinstance(gate, (cirq.IdentityGate, cirq.GlobalPhaseGate)):
+        return []
+    if any(q.dimension != 2 for q in op.qubits):
+        raise UnsupportedGateError(f"{op!r}: only qubits (dimension 2) are supported")
+    qubits = tuple(index_of[q] for q in op.qubits)
+    parameterized = cirq.is_parameterized(op)
+    if not parameterized and len(qubits) <= MAX_GATE_QUBITS and cirq.has_unitary(op):
+        return [Primitive(qubits=qubits, matrix=cirq.unitary(op))]
+    if gate is not None and parameterized:
+        if isinstance(gate, cirq.FSimGate):
+            return _lower_fsim(gate, qubits)
+        generator = _symbolic_generator(gate)
+        if generator is not None and len(qubits) <= MAX_GATE_QUBITS:
+            h, exponent = generator
+            return [exponential(qubits, h, sympy.sympify(exponent))]
+    decomposed = cirq.decompose_once(op, default=None)
+    if decomposed is None:
+        if not cirq.has_unitary(op) and not parameterized:
+            raise UnsupportedGateError(
+                f"Gate {gate!r} in {op!r} is not unitary; the native simulator "
+                "runs unitary circuits only (measurements are ignored)."
+            )
+        raise UnsupportedGateError(
+            f"Gate {gate!r} in {op!r} is not supported by the native simulator: "
+            "it has no unitary on at most 3 qubits, no symbolic form it knows "
+            "(EigenGate, ControlledGate, FSimGate) and no decomposition."
+        )
+    out = []
+    for sub in cirq.flatten_to_ops(decomposed):
+        out.extend(lower_operation(sub, index_of))
+    return out
+
+
+def lower_circuit(circuit, qubits):
+    """Primitives of `circuit` with qubit q mapped to its index in `qubits`."""
+    index_of = {q: i for i, q in enumerate(qubits)}
+    missing = sorted(set(circuit.all_qubits()) - set(index_of))
+    if missing:
+        raise ValueError(f"Circuit acts on qubits {missing} that are not in the qubit order {list(qubits)}")
+    out = []
+    for op in circuit.all_operations():
+        out.extend(lower_operation(op, index_of))
+    return out
+
+
+def symbol_expr(value):
+    """A cirq/sympy parameter as a sympy expression."""
+    return sympy.sympify(value)

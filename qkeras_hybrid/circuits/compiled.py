@@ -1,0 +1,135 @@
+"""compile_circuit: a Cirq or Qiskit circuit + observables -> a runnable program."""
+
+import numpy as np
+import sympy
+import tensorflow as tf
+
+import cirq
+
+from qkeras_hybrid import ops
+from qkeras_hybrid.circuits import cirq_compiler, observables as obs_lib, qiskit_compiler
+from qkeras_hybrid.circuits.angles import AngleMap
+from qkeras_hybrid.circuits.program import build_program
+
+
+def is_qiskit_circuit(circuit):
+    try:
+        from qiskit import QuantumCircuit
+    except ImportError:  # pragma: no cover - qiskit is a dependency
+        return False
+    return isinstance(circuit, QuantumCircuit)
+
+
+def _symbol(s):
+    """A symbol given as sympy.Symbol, str or qiskit Parameter."""
+    if isinstance(s, sympy.Symbol):
+        return s
+    if isinstance(s, str):
+        return sympy.Symbol(s)
+    if hasattr(s, "sympify"):  # qiskit Parameter
+        return sympy.sympify(s.sympify())
+    raise TypeError(f"Symbol {s!r} must be a sympy.Symbol, a string or a qiskit Parameter")
+
+
+def _as_list(observables):
+    if isinstance(observables, (list, tuple)):
+        return list(observables)
+    return [observables]
+
+
+class CompiledCircuit:
+    """A circuit compiled once into the native op's numeric program.
+
+    Args:
+      circuit: a `cirq.Circuit` with sympy parameters, or a
+        `qiskit.QuantumCircuit` with `Parameter`s.
+      observables: one or a list of `cirq.PauliSum`/`cirq.PauliString` (Cirq)
+        or `SparsePauliOp`/`Pauli` (Qiskit).
+      symbols: the order of the symbol values fed at run time. Defaults to
+        the circuit's symbols (Cirq: sorted by name; Qiskit: circuit order).
+      qubits: Cirq only, the qubit register (defaults to the sorted qubits
+        of the circuit and observables).
+      max_fused_qubits: block size of the gate fuser (default by size).
+    """
+
+    def __init__(self, circuit, observables, symbols=None, qubits=None, max_fused_qubits=None):
+        observables = _as_list(observables)
+        if not observables:
+            raise ValueError("At least one observable is required")
+        if is_qiskit_circuit(circuit):
+            self.num_qubits = circuit.num_qubits
+            primitives = qiskit_compiler.lower_circuit(circuit)
+            circuit_symbols = [qiskit_compiler.parameter_expr(p) for p in circuit.parameters]
+            terms = [obs_lib.qiskit_terms(o, self.num_qubits) for o in observables]
+        elif isinstance(circuit, cirq.Circuit):
+            if qubits is None:
+                qubits = sorted(circuit.all_qubits())
+                if not qubits:
+                    raise ValueError("The circuit has no qubits; pass qubits=... to name the register")
+            qubits = list(qubits)
+            self.qubits = qubits
+            self.num_qubits = len(qubits)
+            primitives = cirq_compiler.lower_circuit(circuit, qubits)
+            circuit_symbols = sorted(cirq.parameter_symbols(circuit), key=str)
+            index_of = {q: i for i, q in enumerate(qubits)}
+            terms = [obs_lib.cirq_terms(o, index_of) for o in observables]
+        else:
+            raise TypeError(
+                f"circuit must be a cirq.Circuit or a qiskit.QuantumCircuit, got {type(circuit).__name__}"
+            )
+        if symbols is None:
+            symbols = circuit_symbols
+        self.symbols = [_symbol(s) for s in symbols]
+        names = [str(s) for s in self.symbols]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"Symbols {duplicates} are listed more than once")
+        unknown = sorted(set(names) - {str(s) for s in circuit_symbols})
+        if unknown:
+            raise ValueError(f"Symbols {unknown} do not appear in the circuit")
+        self.program = build_program(self.num_qubits, primitives, terms, max_fused_qubits)
+        by_name = {str(s): s for s in self.symbols}
+        exprs = []
+        for expr in self.program.angle_exprs:
+            free = {str(s) for s in expr.free_symbols}
+            missing = sorted(free - set(by_name))
+            if missing:
+                raise ValueError(
+                    f"Circuit symbols {missing} are not given values: add them to `symbols`"
+                )
+            exprs.append(expr.subs({s: by_name[str(s)] for s in expr.free_symbols}))
+        self.angle_map = AngleMap(exprs, self.symbols)
+        self.num_observables = len(observables)
+        with tf.init_scope():  # eager constants, captured by any graph that uses them
+            self._program_inputs = tuple(tf.constant(a) for a in self.program.as_tuple())
+
+    @property
+    def symbol_names(self):
+        return [str(s) for s in self.symbols]
+
+    @property
+    def num_angles(self):
+        return self.angle_map.num_angles
+
+    @property
+    def program_inputs(self):
+        """The op's six program tensors."""
+        return self._program_inputs
+
+    def angles(self, symbol_values):
+        return self.angle_map(symbol_values)
+
+    def expectation(self, symbol_values, dtype=tf.float32):
+        """<O_o> for each row of symbol values [B, S] -> [B, O]; differentiable."""
+        values = tf.convert_to_tensor(symbol_values, dtype=dtype)
+        if values.shape.rank != 2 or (values.shape[1] is not None and values.shape[1] != len(self.symbols)):
+            raise ValueError(
+                f"symbol_values must have shape [batch, {len(self.symbols)}] "
+                f"(symbols {self.symbol_names}), got {values.shape}"
+            )
+        return ops.expectation(*self._program_inputs, self.angles(values))
+
+
+def compile_circuit(circuit, observables, symbols=None, qubits=None, max_fused_qubits=None):
+    """Compiles `circuit` once; see `CompiledCircuit`."""
+    return CompiledCircuit(circuit, observables, symbols, qubits, max_fused_qubits)
