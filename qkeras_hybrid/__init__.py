@@ -2,7 +2,14 @@
 
 __version__ = "0.1.0"
 
-from qkeras_hybrid import circuits, ops
-from qkeras_hybrid.circuits import CompiledCircuit, compile_circuit
+from qkeras_hybrid import ops
 
-__all__ = ["CompiledCircuit", "circuits", "compile_circuit", "ops", "__version__"]
+# Register the simulator op now, so a SavedModel that uses it loads after
+# `import qkeras_hybrid`; fails with instructions if the op is not built.
+ops.load()
+
+from qkeras_hybrid import circuits, layers  # noqa: E402
+from qkeras_hybrid.circuits import CompiledCircuit, compile_circuit  # noqa: E402
+from qkeras_hybrid.layers import QuantumLayer  # noqa: E402
+
+__all__ = ["CompiledCircuit", "QuantumLayer", "circuits", "compile_circuit", "layers", "ops", "__version__"]

@@ -37,6 +37,17 @@ def _as_list(observables):
     return [observables]
 
 
+def circuit_symbols(circuit):
+    """The circuit's symbols: Cirq sorted by name, Qiskit in circuit order."""
+    if is_qiskit_circuit(circuit):
+        return [qiskit_compiler.parameter_expr(p) for p in circuit.parameters]
+    if isinstance(circuit, cirq.Circuit):
+        return sorted(cirq.parameter_symbols(circuit), key=str)
+    raise TypeError(
+        f"circuit must be a cirq.Circuit or a qiskit.QuantumCircuit, got {type(circuit).__name__}"
+    )
+
+
 class CompiledCircuit:
     """A circuit compiled once into the native op's numeric program.
 
@@ -48,7 +59,7 @@ class CompiledCircuit:
       symbols: the order of the symbol values fed at run time. Defaults to
         the circuit's symbols (Cirq: sorted by name; Qiskit: circuit order).
       qubits: Cirq only, the qubit register (defaults to the sorted qubits
-        of the circuit and observables).
+        of the circuit).
       max_fused_qubits: block size of the gate fuser (default by size).
     """
 
@@ -59,7 +70,6 @@ class CompiledCircuit:
         if is_qiskit_circuit(circuit):
             self.num_qubits = circuit.num_qubits
             primitives = qiskit_compiler.lower_circuit(circuit)
-            circuit_symbols = [qiskit_compiler.parameter_expr(p) for p in circuit.parameters]
             terms = [obs_lib.qiskit_terms(o, self.num_qubits) for o in observables]
         elif isinstance(circuit, cirq.Circuit):
             if qubits is None:
@@ -70,21 +80,21 @@ class CompiledCircuit:
             self.qubits = qubits
             self.num_qubits = len(qubits)
             primitives = cirq_compiler.lower_circuit(circuit, qubits)
-            circuit_symbols = sorted(cirq.parameter_symbols(circuit), key=str)
             index_of = {q: i for i, q in enumerate(qubits)}
             terms = [obs_lib.cirq_terms(o, index_of) for o in observables]
         else:
             raise TypeError(
                 f"circuit must be a cirq.Circuit or a qiskit.QuantumCircuit, got {type(circuit).__name__}"
             )
+        known_symbols = circuit_symbols(circuit)
         if symbols is None:
-            symbols = circuit_symbols
+            symbols = known_symbols
         self.symbols = [_symbol(s) for s in symbols]
         names = [str(s) for s in self.symbols]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"Symbols {duplicates} are listed more than once")
-        unknown = sorted(set(names) - {str(s) for s in circuit_symbols})
+        unknown = sorted(set(names) - {str(s) for s in known_symbols})
         if unknown:
             raise ValueError(f"Symbols {unknown} do not appear in the circuit")
         self.program = build_program(self.num_qubits, primitives, terms, max_fused_qubits)

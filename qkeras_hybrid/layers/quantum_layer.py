@@ -1,0 +1,169 @@
+"""QuantumLayer: a parameterized circuit as a Keras 3 layer."""
+
+import math
+
+import keras
+from keras.src.utils import naming
+import tensorflow as tf
+
+from qkeras_hybrid.circuits import serialization
+from qkeras_hybrid.circuits import compiled as compiled_lib
+from qkeras_hybrid.circuits.compiled import CompiledCircuit, _as_list, _symbol
+
+BACKENDS = ("native",)
+
+
+def _names(symbols):
+    return [str(_symbol(s)) for s in symbols]
+
+
+@keras.saving.register_keras_serializable(package="qkeras_hybrid")
+class QuantumLayer(keras.layers.Layer):
+    """Expectation values of observables of a parameterized quantum circuit.
+
+    Some of the circuit's symbols take the layer's inputs (data encoding), the
+    others become trainable weights. The circuit is compiled once, into the
+    numeric program the native C++ simulator runs; gradients with respect to
+    the weights and the inputs come from the adjoint method, so the layer can
+    sit anywhere in a network.
+
+    Args:
+      circuit: a `cirq.Circuit` with sympy symbols, or a
+        `qiskit.QuantumCircuit` with `Parameter`s (run on the same simulator).
+      observables: one or a list of observables: `cirq.PauliSum` /
+        `cirq.PauliString` for Cirq circuits, `SparsePauliOp` for Qiskit ones.
+        One output column per observable.
+      input_symbols: the symbols fed by the inputs, in input-column order.
+      weight_symbols: the trainable symbols. Defaults to every other symbol of
+        the circuit, sorted by name.
+      backend: `"native"` (the C++ op).
+      differentiator: reserved for other backends; must be None for native.
+      initializer: initializer of the weights (default uniform in [0, 2 pi)).
+      regularizer: optional regularizer of the weights.
+      constraint: optional constraint of the weights.
+      qubits: Cirq only: the register order (default: sorted circuit qubits).
+
+    Input shape:
+      `(batch, len(input_symbols))`. A layer without input symbols takes any
+      input and uses only its batch size.
+
+    Output shape:
+      `(batch, len(observables))`.
+
+    Example:
+
+    >>> import cirq, sympy, keras
+    >>> q = cirq.LineQubit(0)
+    >>> x, w = sympy.symbols("x w")
+    >>> layer = QuantumLayer(cirq.Circuit(cirq.rx(x)(q), cirq.ry(w)(q)),
+    ...                      cirq.Z(q), input_symbols=[x])
+    >>> layer(keras.ops.zeros((3, 1))).shape
+    TensorShape([3, 1])
+    """
+
+    def __init__(
+        self,
+        circuit,
+        observables,
+        input_symbols=(),
+        weight_symbols=None,
+        backend="native",
+        differentiator=None,
+        initializer=None,
+        regularizer=None,
+        constraint=None,
+        qubits=None,
+        **kwargs,
+    ):
+        circuit = serialization.circuit_from_config(circuit)
+        observables = serialization.observables_from_config(_as_list(observables))
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if differentiator is not None:
+            raise ValueError("The native backend computes adjoint gradients itself; differentiator must be None")
+        self.circuit = circuit
+        self.observables = observables
+        self.qubits = list(qubits) if qubits is not None else None
+        self.input_symbols = _names(input_symbols)
+        circuit_symbols = [str(s) for s in compiled_lib.circuit_symbols(circuit)]
+        unknown = [s for s in self.input_symbols if s not in circuit_symbols]
+        if unknown:
+            raise ValueError(f"input_symbols {unknown} do not appear in the circuit (its symbols: {circuit_symbols})")
+        if weight_symbols is None:
+            weight_symbols = sorted(s for s in circuit_symbols if s not in self.input_symbols)
+        self.weight_symbols = _names(weight_symbols)
+        both = sorted(set(self.input_symbols) & set(self.weight_symbols))
+        if both:
+            raise ValueError(f"Symbols {both} are given both as input_symbols and weight_symbols")
+        self.compiled = CompiledCircuit(
+            circuit, observables, symbols=self.input_symbols + self.weight_symbols, qubits=self.qubits
+        )
+        self.backend = backend
+        self.differentiator = differentiator
+        self.initializer = keras.initializers.get(
+            initializer or keras.initializers.RandomUniform(0.0, 2.0 * math.pi)
+        )
+        self.regularizer = keras.regularizers.get(regularizer)
+        self.constraint = keras.constraints.get(constraint)
+        if "name" not in kwargs:  # e.g. "quantum_layer_4q" in model.summary()
+            kwargs["name"] = naming.auto_name(f"quantum_layer_{self.compiled.num_qubits}q")
+        super().__init__(**kwargs)
+        self.num_qubits = self.compiled.num_qubits
+        self.num_observables = self.compiled.num_observables
+
+    def build(self, input_shape):
+        width = input_shape[-1] if self.input_symbols else None
+        if self.input_symbols and width is not None and width != len(self.input_symbols):
+            raise ValueError(
+                f"{self.name} expects inputs of width {len(self.input_symbols)} "
+                f"(input_symbols {self.input_symbols}), got input shape {tuple(input_shape)}"
+            )
+        if self.input_symbols and len(input_shape) != 2:
+            raise ValueError(f"{self.name} expects inputs of shape (batch, features), got {tuple(input_shape)}")
+        self.quantum_weights = self.add_weight(
+            name="quantum_weights",
+            shape=(len(self.weight_symbols),),
+            initializer=self.initializer,
+            regularizer=self.regularizer,
+            constraint=self.constraint,
+        )
+
+    def call(self, inputs):
+        inputs = tf.convert_to_tensor(inputs)
+        batch = tf.shape(inputs)[0]
+        dtype = self.compute_dtype
+        weights = tf.cast(tf.convert_to_tensor(self.quantum_weights), dtype)
+        tiled = tf.tile(weights[None, :], tf.stack([batch, 1]))
+        if self.input_symbols:
+            values = tf.concat([tf.cast(inputs, dtype), tiled], axis=1)
+        else:
+            values = tiled
+        return self.compiled.expectation(values, dtype=dtype)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.num_observables)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "circuit": serialization.circuit_to_config(self.circuit),
+                "observables": serialization.observables_to_config(self.observables),
+                "input_symbols": list(self.input_symbols),
+                "weight_symbols": list(self.weight_symbols),
+                "backend": self.backend,
+                "differentiator": None,
+                "initializer": keras.initializers.serialize(self.initializer),
+                "regularizer": keras.regularizers.serialize(self.regularizer),
+                "constraint": keras.constraints.serialize(self.constraint),
+                "qubits": None if self.qubits is None else [serialization.qubit_to_config(q) for q in self.qubits],
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if config.get("qubits") is not None:
+            config["qubits"] = [serialization.qubit_from_config(q) for q in config["qubits"]]
+        return cls(**config)
