@@ -1,0 +1,497 @@
+"""Benchmark: qkeras_hybrid's native op vs TensorFlow Quantum.
+
+The hardware-efficient circuit on n qubits: Ry(x_i) encoding on every qubit,
+then L layers of [Ry(w_{l,i}) on every qubit, CNOT chain i -> i+1], measured
+with <Z_i> on every qubit. For each case (n, L, B) it times, as medians over
+interleaved repetitions:
+
+  * forward:          [B, S] symbol values -> [B, n] expectations
+  * forward+gradient: the same plus d sum(expectations) / d symbol values
+                      ([B, S], gradient w.r.t. all symbols, x and w)
+
+for
+  * ours: CompiledCircuit.expectation(values, tf.float32) in a tf.function,
+  * TFQ:  tfq.get_expectation_op() (forward) and the Adjoint differentiator's
+          differentiable op (forward+gradient), also in a tf.function, with
+          programs / symbol names / pauli sums converted outside the timed region.
+
+Before timing, each case checks that both agree on values and gradients
+within --tol (1e-4) and aborts (exit status 2) if not.
+
+Usage (from the repository root):
+  TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/op_bench.py
+  ... benchmarks/op_bench.py --quick --cases 4,10 --json /tmp/bench.json
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import sympy  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import cirq  # noqa: E402
+import tensorflow_quantum as tfq  # noqa: E402
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _REPO not in sys.path:
+    sys.path.insert(0, _REPO)
+
+import qkeras_hybrid  # noqa: E402
+
+# (n, L, B) -> the issue's goal for the TFQ/ours forward+gradient ratio.
+DEFAULT_CASES = [(4, 4, 256), (10, 5, 256), (16, 5, 64), (20, 5, 8)]
+GOALS = {4: 50.0, 10: 20.0, 16: 3.0, 20: 3.0}
+
+
+# ----------------------------------------------------------------------------
+# Environment description
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def thread_info():
+    """TF's configured thread pools and what 0 (= automatic) resolves to."""
+    intra = tf.config.threading.get_intra_op_parallelism_threads()
+    inter = tf.config.threading.get_inter_op_parallelism_threads()
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        usable = os.cpu_count()
+    # With 0, TF sizes its intra-op pool to the schedulable cores.
+    return {
+        "intra_op_setting": intra,
+        "inter_op_setting": inter,
+        "intra_op_threads": intra if intra > 0 else usable,
+        "inter_op_threads": inter if inter > 0 else usable,
+        "usable_cpus": usable,
+        "os_cpu_count": os.cpu_count(),
+    }
+
+
+# ----------------------------------------------------------------------------
+# The circuit
+
+
+def hardware_efficient(n, layers):
+    """(circuit, qubits, symbols in feed order x..., w_0_..., observables)."""
+    qubits = cirq.LineQubit.range(n)
+    xs = [sympy.Symbol(f"x{i}") for i in range(n)]
+    ws = [[sympy.Symbol(f"w_{l}_{i}") for i in range(n)] for l in range(layers)]
+    circuit = cirq.Circuit(cirq.Moment(cirq.ry(xs[i])(q) for i, q in enumerate(qubits)))
+    for l in range(layers):
+        circuit.append(cirq.Moment(cirq.ry(ws[l][i])(q) for i, q in enumerate(qubits)))
+        for i in range(n - 1):
+            circuit.append(cirq.CNOT(qubits[i], qubits[i + 1]))
+    symbols = xs + [w for row in ws for w in row]
+    observables = [cirq.Z(q) for q in qubits]
+    return circuit, qubits, symbols, observables
+
+
+# ----------------------------------------------------------------------------
+# The four timed functions of one case
+
+
+def build_case(n, layers, batch):
+    circuit, _, symbols, observables = hardware_efficient(n, layers)
+    num_symbols = len(symbols)
+    names = [str(s) for s in symbols]
+
+    t0 = time.perf_counter()
+    cc = qkeras_hybrid.compile_circuit(circuit, observables, symbols=symbols)
+    compile_s = time.perf_counter() - t0
+    assert cc.symbol_names == names, (cc.symbol_names, names)
+
+    values_spec = tf.TensorSpec([None, num_symbols], tf.float32)
+
+    @tf.function(reduce_retracing=True, input_signature=[values_spec])
+    def ours_fwd(values):
+        return cc.expectation(values, tf.float32)
+
+    @tf.function(reduce_retracing=True, input_signature=[values_spec])
+    def ours_grad(values):
+        with tf.GradientTape() as tape:
+            tape.watch(values)
+            expectations = cc.expectation(values, tf.float32)
+            total = tf.reduce_sum(expectations)
+        return expectations, tape.gradient(total, values)
+
+    # TFQ inputs, converted once outside the timed region.
+    programs = tfq.convert_to_tensor([circuit] * batch)
+    symbol_names = tf.constant(names)
+    pauli_sums = tfq.convert_to_tensor([observables] * batch)
+    tfq_spec = [
+        tf.TensorSpec([None], tf.string),
+        tf.TensorSpec([num_symbols], tf.string),
+        values_spec,
+        tf.TensorSpec([None, n], tf.string),
+    ]
+    tfq_expectation = tfq.get_expectation_op()
+    tfq_adjoint = tfq.differentiators.Adjoint().generate_differentiable_op(
+        analytic_op=tfq.get_expectation_op()
+    )
+
+    @tf.function(reduce_retracing=True, input_signature=tfq_spec)
+    def tfq_fwd_fn(p, s, values, o):
+        return tfq_expectation(p, s, values, o)
+
+    @tf.function(reduce_retracing=True, input_signature=tfq_spec)
+    def tfq_grad_fn(p, s, values, o):
+        with tf.GradientTape() as tape:
+            tape.watch(values)
+            expectations = tfq_adjoint(p, s, values, o)
+            total = tf.reduce_sum(expectations)
+        return expectations, tape.gradient(total, values)
+
+    fns = {
+        "tfq_fwd": lambda v: tfq_fwd_fn(programs, symbol_names, v, pauli_sums),
+        "ours_fwd": ours_fwd,
+        "tfq_grad": lambda v: tfq_grad_fn(programs, symbol_names, v, pauli_sums),
+        "ours_grad": ours_grad,
+    }
+    extra = {"num_symbols": num_symbols, "num_angles": cc.num_angles, "compile_s": compile_s}
+    try:
+        extra["num_blocks"] = int(cc.program_inputs[1].shape[0])
+    except Exception:  # pragma: no cover - layout may change
+        pass
+    return cc, fns, extra
+
+
+def run(fn, values):
+    """Calls fn and materialises every output (so all work is done)."""
+    out = fn(values)
+    return tf.nest.map_structure(lambda t: t.numpy(), out)
+
+
+# ----------------------------------------------------------------------------
+# One case
+
+
+def check_agreement(outputs, tol):
+    dev = {
+        "fwd_value": float(np.max(np.abs(outputs["tfq_fwd"] - outputs["ours_fwd"]))),
+        "grad_value": float(np.max(np.abs(outputs["tfq_grad"][0] - outputs["ours_grad"][0]))),
+        "grad": float(np.max(np.abs(outputs["tfq_grad"][1] - outputs["ours_grad"][1]))),
+        # TFQ's forward vs its own differentiable op, and ours likewise.
+        "ours_fwd_vs_grad_value": float(
+            np.max(np.abs(outputs["ours_fwd"] - outputs["ours_grad"][0]))
+        ),
+    }
+    bad = {k: v for k, v in dev.items() if not (v <= tol)}  # NaN-safe
+    return dev, bad
+
+
+def bench_case(n, layers, batch, args):
+    label = f"n={n} L={layers} B={batch}"
+    print(f"\n[{label}]", flush=True)
+    cc, fns, extra = build_case(n, layers, batch)
+    print(
+        f"  symbols={extra['num_symbols']} angles={extra['num_angles']} "
+        f"blocks={extra.get('num_blocks', '?')} compile={extra['compile_s'] * 1e3:.0f} ms",
+        flush=True,
+    )
+    rng = np.random.default_rng(1234 + n)
+    values = tf.constant(
+        rng.uniform(-np.pi, np.pi, size=(batch, extra["num_symbols"])), tf.float32
+    )
+
+    # Warm-up: the first call traces; its outputs double as the agreement check.
+    warm_s = {}
+    outputs = {}
+    for name, fn in fns.items():
+        t0 = time.perf_counter()
+        outputs[name] = run(fn, values)
+        warm_s[name] = time.perf_counter() - t0
+    dev, bad = check_agreement(outputs, args.tol)
+    print(
+        "  max |TFQ - ours|: values {fwd_value:.2e}, values (grad op) {grad_value:.2e}, "
+        "gradients {grad:.2e}".format(**dev),
+        flush=True,
+    )
+    if bad:
+        msg = (
+            f"\n!!! AGREEMENT FAILURE for {label}: "
+            + ", ".join(f"{k}={v:.3e}" for k, v in bad.items())
+            + f" exceed tolerance {args.tol:g}. Aborting.\n"
+        )
+        print(msg, file=sys.stderr, flush=True)
+        print(msg, flush=True)
+        sys.exit(2)
+
+    # Extra warm-up calls (not the tracing one) for the cheap cases.
+    est = {}
+    small = n < 20
+    n_warm = (args.warmup if args.warmup is not None else (2 if small else 1))
+    for name, fn in fns.items():
+        times = []
+        for _ in range(n_warm):
+            t0 = time.perf_counter()
+            run(fn, values)
+            times.append(time.perf_counter() - t0)
+        est[name] = min(times) if times else warm_s[name]
+
+    # Repetitions: requested count, capped by the per-case time budget.
+    if args.reps is not None:
+        reps = args.reps
+    elif args.quick:
+        reps = 5 if small else 2
+    else:
+        reps = 15 if small else 5
+    per_rep = sum(est.values())
+    budget = args.budget if args.budget is not None else (25.0 if args.quick else 55.0)
+    capped = max(args.min_reps, int(budget // max(per_rep, 1e-9)))
+    if capped < reps:
+        print(
+            f"  one repetition of all four takes ~{per_rep:.1f} s: {reps} -> {capped} reps "
+            f"to stay within the {budget:.0f} s case budget",
+            flush=True,
+        )
+        reps = capped
+
+    # Interleave the four functions (rotating the order) so that load drifts on
+    # a shared machine hit all of them alike.
+    names = list(fns)
+    samples = {name: [] for name in names}
+    for r in range(reps):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for name in order:
+            t0 = time.perf_counter()
+            run(fns[name], values)
+            samples[name].append(time.perf_counter() - t0)
+
+    def stats(xs):
+        xs_ms = sorted(x * 1e3 for x in xs)
+        q = np.percentile(xs_ms, [25, 75])
+        return {
+            "median_ms": statistics.median(xs_ms),
+            "min_ms": xs_ms[0],
+            "p25_ms": float(q[0]),
+            "p75_ms": float(q[1]),
+            "samples_ms": xs_ms,
+        }
+
+    timing = {name: stats(samples[name]) for name in names}
+    med = {name: timing[name]["median_ms"] for name in names}
+    result = {
+        "case": {"n": n, "L": layers, "B": batch},
+        "label": label,
+        "reps": reps,
+        "warmup_first_call_ms": {k: v * 1e3 for k, v in warm_s.items()},
+        "timing": timing,
+        "fwd_ratio": med["tfq_fwd"] / med["ours_fwd"],
+        "grad_ratio": med["tfq_grad"] / med["ours_grad"],
+        "goal_grad_ratio": GOALS.get(n),
+        "max_deviation": dev,
+        **extra,
+    }
+    goal = result["goal_grad_ratio"]
+    result["pass"] = None if goal is None else bool(result["grad_ratio"] >= goal)
+    for name in names:
+        t = timing[name]
+        print(
+            f"  {name:9s} median {t['median_ms']:10.2f} ms  "
+            f"(min {t['min_ms']:.2f}, p25 {t['p25_ms']:.2f}, p75 {t['p75_ms']:.2f}, reps {reps})",
+            flush=True,
+        )
+
+    if args.breakdown:
+        result["breakdown"] = breakdown(cc, values, reps)
+    return result
+
+
+def breakdown(cc, values, reps):
+    """Ours split up: angle map alone, raw forward op, raw adjoint-gradient op."""
+    from qkeras_hybrid import ops
+
+    angles = tf.constant(cc.angles(values))
+    upstream = tf.ones([values.shape[0], cc.num_observables], tf.float32)
+    spec = tf.TensorSpec(angles.shape, tf.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec(values.shape, tf.float32)])
+    def angle_map(v):
+        return cc.angles(v)
+
+    @tf.function(input_signature=[spec])
+    def raw_fwd(a):
+        return ops.expectation(*cc.program_inputs, a)
+
+    @tf.function(input_signature=[spec])
+    def raw_grad(a):
+        return ops.expectation_adjoint_grad(*cc.program_inputs, a, upstream)
+
+    @tf.function(input_signature=[tf.TensorSpec(values.shape, tf.float32)])
+    def empty(v):
+        return v
+
+    parts = {"angle_map": (angle_map, values), "raw_fwd_op": (raw_fwd, angles),
+             "raw_grad_op": (raw_grad, angles), "empty_tf_function": (empty, values)}
+    out = {}
+    for name, (fn, arg) in parts.items():
+        run(fn, arg)
+        xs = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            run(fn, arg)
+            xs.append(time.perf_counter() - t0)
+        out[name + "_ms"] = statistics.median(xs) * 1e3
+        print(f"  breakdown {name:18s} median {out[name + '_ms']:10.3f} ms", flush=True)
+    return out
+
+
+# ----------------------------------------------------------------------------
+# Output
+
+
+def fmt_ms(x):
+    return f"{x:.1f}" if x >= 100 else f"{x:.2f}" if x >= 1 else f"{x:.3f}"
+
+
+def print_table(results):
+    header = [
+        "case", "TFQ fwd ms", "ours fwd ms", "ratio",
+        "TFQ fwd+grad ms", "ours fwd+grad ms", "ratio (TFQ/ours)", "goal", "",
+    ]
+    rows = []
+    for r in results:
+        t = r["timing"]
+        goal = r["goal_grad_ratio"]
+        rows.append([
+            r["label"],
+            fmt_ms(t["tfq_fwd"]["median_ms"]),
+            fmt_ms(t["ours_fwd"]["median_ms"]),
+            f"{r['fwd_ratio']:.2f}x",
+            fmt_ms(t["tfq_grad"]["median_ms"]),
+            fmt_ms(t["ours_grad"]["median_ms"]),
+            f"{r['grad_ratio']:.2f}x",
+            "-" if goal is None else f">={goal:g}x",
+            "-" if r["pass"] is None else ("PASS" if r["pass"] else "MISS"),
+        ])
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+    left = {0}
+
+    def line(cells):
+        return "  ".join(
+            c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ).rstrip()
+
+    print(line(header))
+    print(line(["-" * w for w in widths]))
+    for row in rows:
+        print(line(row))
+
+
+def parse_cases(text):
+    if not text:
+        return list(DEFAULT_CASES)
+    by_n = {c[0]: c for c in DEFAULT_CASES}
+    cases = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if ":" in item:  # custom n:L:B
+            n, layers, batch = (int(v) for v in item.split(":"))
+            cases.append((n, layers, batch))
+        else:
+            n = int(item)
+            if n not in by_n:
+                raise SystemExit(
+                    f"--cases: no default case with n={n} (have {sorted(by_n)}); "
+                    "give a custom case as n:L:B"
+                )
+            cases.append(by_n[n])
+    return cases
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (5 / 2)")
+    parser.add_argument(
+        "--cases", default="",
+        help="comma-separated qubit counts of the default cases (4,10,16,20) "
+             "and/or custom n:L:B triples; default: all four",
+    )
+    parser.add_argument("--json", metavar="PATH", help="write the results to this JSON file")
+    parser.add_argument("--reps", type=int, help="repetitions per case (overrides the defaults)")
+    parser.add_argument("--min-reps", type=int, default=3,
+                        help="never fewer repetitions than this when capping by budget")
+    parser.add_argument("--budget", type=float,
+                        help="seconds of timed repetitions per case (default 55, quick 25)")
+    parser.add_argument("--warmup", type=int, help="untimed calls after the tracing call")
+    parser.add_argument("--tol", type=float, default=1e-4, help="agreement tolerance")
+    parser.add_argument("--threads", type=int,
+                        help="set TF's intra-op thread count (default: TF's choice)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also time ours' angle map and raw ops separately")
+    args = parser.parse_args(argv)
+    cases = parse_cases(args.cases)
+
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    threads = thread_info()
+    load_before = os.getloadavg()
+    meta = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "cpu_model": cpu_model(),
+        "threads": threads,
+        "tensorflow": tf.__version__,
+        "tensorflow_quantum": tfq.__version__,
+        "cirq": cirq.__version__,
+        "qkeras_hybrid": qkeras_hybrid.__version__,
+        "python": platform.python_version(),
+        "argv": sys.argv[1:] if argv is None else list(argv),
+        "loadavg_before": load_before,
+    }
+    print(f"CPU: {meta['cpu_model']} ({threads['usable_cpus']} usable CPUs, "
+          f"os.cpu_count()={threads['os_cpu_count']})")
+    print(
+        f"TF threads: intra-op {threads['intra_op_threads']} "
+        f"(setting {threads['intra_op_setting']}{' = auto' if not threads['intra_op_setting'] else ''}), "
+        f"inter-op {threads['inter_op_threads']} "
+        f"(setting {threads['inter_op_setting']}{' = auto' if not threads['inter_op_setting'] else ''})"
+    )
+    print(f"TF {tf.__version__}, TFQ {tfq.__version__}, cirq {cirq.__version__}, "
+          f"qkeras_hybrid {qkeras_hybrid.__version__}; "
+          f"load average {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}")
+    print("Times are medians of interleaved repetitions, in milliseconds.", flush=True)
+
+    t_start = time.perf_counter()
+    results = []
+    for n, layers, batch in cases:
+        results.append(bench_case(n, layers, batch, args))
+    total_s = time.perf_counter() - t_start
+    meta["loadavg_after"] = os.getloadavg()
+    meta["total_s"] = total_s
+
+    print()
+    print_table(results)
+    la = meta["loadavg_after"]
+    print(f"\nTotal {total_s:.0f} s; load average now {la[0]:.2f} {la[1]:.2f} {la[2]:.2f} "
+          f"on {threads['usable_cpus']} CPUs.")
+
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"meta": meta, "results": results}, f, indent=2)
+        print(f"Wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

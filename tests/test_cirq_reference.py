@@ -1,0 +1,180 @@
+"""The native op against Cirq's complex128 simulator on random circuits."""
+
+import functools
+
+import numpy as np
+import pytest
+import sympy
+import tensorflow as tf
+
+import cirq
+import qkeras_hybrid
+
+from conftest import abs_coeff_sum, cirq_expectations, random_cirq_circuit, random_pauli_sum
+
+NUM_SEEDS = 200
+BATCH = 2
+FUSIONS = (1, 2, 3)
+
+
+@functools.lru_cache(maxsize=8)
+def _case(seed):
+    """A random circuit, observables, symbol values and Cirq's expectations."""
+    rng = np.random.default_rng(seed)
+    num_qubits = 1 + seed % 10  # every size 1..10 appears equally often
+    symbols = [sympy.Symbol(n) for n in ["a", "b", "c", "theta"][: int(rng.integers(0, 5))]]
+    num_ops = int(rng.integers(3, 4 * num_qubits + 6))
+    circuit, bare, qubits = random_cirq_circuit(rng, num_qubits, num_ops, symbols)
+    observables = [random_pauli_sum(rng, qubits) for _ in range(int(rng.integers(1, 4)))]
+    used = sorted(cirq.parameter_symbols(bare), key=str)
+    values = rng.uniform(-np.pi, np.pi, size=(BATCH, len(used)))
+    expected = cirq_expectations(bare, observables, used, values)
+    return circuit, observables, used, values, expected
+
+
+@pytest.mark.parametrize("fuse", FUSIONS)
+@pytest.mark.parametrize("seed", range(NUM_SEEDS))
+def test_random_circuit_matches_cirq(seed, fuse):
+    circuit, observables, used, values, expected = _case(seed)
+    cc = qkeras_hybrid.compile_circuit(circuit, observables, max_fused_qubits=fuse)
+    assert cc.symbol_names == [str(s) for s in used]
+    assert cc.num_qubits == len(circuit.all_qubits())
+    scale = max([1.0] + [abs_coeff_sum(o) for o in observables])
+    got64 = cc.expectation(values, dtype=tf.float64).numpy()
+    np.testing.assert_allclose(got64, expected, rtol=0, atol=1e-10,
+                               err_msg=f"float64, seed={seed}, max_fused_qubits={fuse}\n{circuit}")
+    got32 = cc.expectation(values, dtype=tf.float32).numpy()
+    assert got32.dtype == np.float32
+    np.testing.assert_allclose(got32, expected, rtol=0, atol=1e-5 * scale,
+                               err_msg=f"float32, seed={seed}, max_fused_qubits={fuse}\n{circuit}")
+
+
+@pytest.mark.parametrize("seed", range(0, NUM_SEEDS, 7))
+def test_default_fusion_matches_explicit(seed):
+    circuit, observables, used, values, expected = _case(seed)
+    default = qkeras_hybrid.compile_circuit(circuit, observables)
+    one = qkeras_hybrid.compile_circuit(circuit, observables, max_fused_qubits=1)
+    two = qkeras_hybrid.compile_circuit(circuit, observables, max_fused_qubits=2)
+    a, b, c = (x.expectation(values, dtype=tf.float64).numpy() for x in (default, one, two))
+    np.testing.assert_allclose(a, b, atol=1e-12)
+    np.testing.assert_allclose(a, c, atol=1e-12)
+    np.testing.assert_allclose(a, expected, atol=1e-10)
+
+
+def _single_gate_cases():
+    """One case per gate family, each alone on a prepared state: failures name the gate."""
+    a, b = sympy.symbols("a b")
+    q0, q1, q2 = cirq.LineQubit.range(3)
+    u1 = cirq.testing.random_unitary(2, random_state=1)
+    u2 = cirq.testing.random_unitary(4, random_state=2)
+    u3 = cirq.testing.random_unitary(8, random_state=3)
+    cases = {
+        "X": cirq.X(q0), "Y": cirq.Y(q0), "Z": cirq.Z(q0), "H": cirq.H(q0), "S": cirq.S(q0), "T": cirq.T(q0),
+        "rx": cirq.rx(2 * a + b)(q0), "ry": cirq.ry(sympy.sin(a))(q0), "rz": cirq.rz(a * b)(q0),
+        "XPow": cirq.XPowGate(exponent=a, global_shift=0.3)(q0),
+        "YPow": cirq.YPowGate(exponent=0.37, global_shift=-0.2)(q0),
+        "ZPow": cirq.ZPowGate(exponent=a / sympy.pi, global_shift=0.1)(q0),
+        "HPow": cirq.HPowGate(exponent=a, global_shift=0.25)(q0),
+        "PhasedXPow": cirq.PhasedXPowGate(phase_exponent=a, exponent=b)(q0),
+        "PhasedXZ": cirq.PhasedXZGate(x_exponent=a, z_exponent=b, axis_phase_exponent=a * b)(q0),
+        "CNOT": cirq.CNOT(q0, q1), "CXPow": cirq.CXPowGate(exponent=a)(q1, q0),
+        "CZPow": cirq.CZPowGate(exponent=a, global_shift=0.2)(q0, q1),
+        "SWAP": cirq.SWAP(q0, q1), "SwapPow": cirq.SwapPowGate(exponent=a)(q0, q1),
+        "ISWAP": cirq.ISWAP(q1, q0), "ISwapPow": cirq.ISwapPowGate(exponent=a)(q0, q1),
+        "XX": cirq.XXPowGate(exponent=a)(q0, q1), "YY": cirq.YYPowGate(exponent=a)(q0, q1),
+        "ZZ": cirq.ZZPowGate(exponent=a, global_shift=-0.5)(q0, q1),
+        "FSim": cirq.FSimGate(theta=a, phi=2 * b)(q0, q1),
+        "FSim_numeric_theta": cirq.FSimGate(theta=0.4, phi=b)(q1, q0),
+        "CCX": cirq.CCX(q0, q1, q2), "CCXPow": cirq.CCXPowGate(exponent=a)(q2, q0, q1),
+        "CCZ": cirq.CCZ(q0, q1, q2), "CSWAP": cirq.CSWAP(q1, q0, q2),
+        "Controlled_rx": cirq.ControlledGate(cirq.rx(a))(q0, q1),
+        "Controlled_rx_cv0": cirq.ControlledGate(cirq.rx(a), control_values=[0])(q1, q0),
+        "Controlled_XPow_shift": cirq.ControlledGate(cirq.XPowGate(exponent=a, global_shift=0.3))(q0, q2),
+        "Controlled_PhasedX": cirq.ControlledGate(cirq.PhasedXPowGate(phase_exponent=a, exponent=b))(q0, q1),
+        "Controlled_PhasedXZ": cirq.ControlledGate(
+            cirq.PhasedXZGate(x_exponent=a, z_exponent=b, axis_phase_exponent=0.2))(q1, q2),
+        "Controlled_FSim": cirq.ControlledGate(cirq.FSimGate(theta=a, phi=b))(q0, q1, q2),
+        "Controlled_ZZ": cirq.ControlledGate(cirq.ZZPowGate(exponent=a))(q2, q0, q1),
+        "Controlled2_ry_cv01": cirq.ControlledGate(cirq.ry(a), num_controls=2, control_values=[0, 1])(q0, q1, q2),
+        "Controlled_matrix": cirq.ControlledGate(cirq.MatrixGate(u1), control_values=[0])(q2, q1),
+        "controlled_by": cirq.rz(a)(q0).controlled_by(q1, q2, control_values=[1, 0]),
+        "Matrix1": cirq.MatrixGate(u1)(q1), "Matrix2": cirq.MatrixGate(u2)(q2, q0),
+        "Matrix3": cirq.MatrixGate(u3)(q1, q2, q0),
+        "PhasedISwap": cirq.PhasedISwapPowGate(phase_exponent=a, exponent=b)(q0, q1),
+        "GlobalPhase": cirq.GlobalPhaseGate(1j).on(),
+    }
+    prep = [cirq.H(q0), cirq.ry(0.7)(q1), cirq.rx(1.1)(q2), cirq.CNOT(q0, q2), cirq.S(q2)]
+    out = []
+    for name, op in cases.items():
+        circuit = cirq.Circuit(prep, op, cirq.ry(0.3)(q0), cirq.rx(-0.4)(q1))
+        out.append(pytest.param(circuit, id=name))
+    return out
+
+
+@pytest.mark.parametrize("fuse", (1, 2, 3))
+@pytest.mark.parametrize("circuit", _single_gate_cases())
+def test_each_gate_family_matches_cirq(circuit, fuse):
+    qubits = sorted(circuit.all_qubits())
+    rng = np.random.default_rng(0)
+    observables = [cirq.X(q) for q in qubits] + [cirq.Y(q) for q in qubits] + [cirq.Z(q) for q in qubits]
+    observables += [random_pauli_sum(rng, qubits, max_terms=4) for _ in range(3)]
+    symbols = sorted(cirq.parameter_symbols(circuit), key=str)
+    values = rng.uniform(-np.pi, np.pi, size=(2, len(symbols)))
+    expected = cirq_expectations(circuit, observables, symbols, values)
+    cc = qkeras_hybrid.compile_circuit(circuit, observables, max_fused_qubits=fuse)
+    got = cc.expectation(values, dtype=tf.float64).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-10, err_msg=str(circuit))
+
+
+def test_explicit_qubit_register_and_symbol_order():
+    """qubits= adds idle qubits and fixes the order; symbols= fixes the value order."""
+    a, b = sympy.symbols("a b")
+    q = cirq.LineQubit.range(4)
+    circuit = cirq.Circuit(cirq.rx(a)(q[1]), cirq.CNOT(q[1], q[3]), cirq.ry(b)(q[3]))
+    observables = [cirq.Z(q[3]), cirq.X(q[0]) + 0.5 * cirq.Z(q[2]), cirq.Z(q[1]) * cirq.Z(q[3])]
+    register = [q[3], q[0], q[2], q[1]]
+    cc = qkeras_hybrid.compile_circuit(circuit, observables, symbols=[b, "a"], qubits=register)
+    assert cc.symbol_names == ["b", "a"] and cc.num_qubits == 4
+    values_ba = np.array([[0.3, 1.2], [-2.0, 0.4]])
+    full = cirq.Circuit(circuit, cirq.I.on_each(*q))
+    expected = cirq_expectations(full, observables, [b, a], values_ba)
+    np.testing.assert_allclose(cc.expectation(values_ba, dtype=tf.float64), expected, atol=1e-10)
+
+
+def test_circuit_without_gates_and_constant_circuit():
+    q = cirq.LineQubit.range(2)
+    circuit = cirq.Circuit(cirq.I.on_each(*q), cirq.measure(*q))
+    cc = qkeras_hybrid.compile_circuit(circuit, [cirq.Z(q[0]), cirq.X(q[1]), 2.0 * cirq.Z(q[0]) * cirq.Z(q[1]) - 0.5])
+    np.testing.assert_allclose(cc.expectation(np.zeros((3, 0)), dtype=tf.float64), [[1, 0, 1.5]] * 3, atol=1e-12)
+    circuit = cirq.Circuit(cirq.H(q[0]), cirq.CNOT(*q), cirq.S(q[1]))
+    obs = [cirq.Y(q[0]) * cirq.X(q[1]), cirq.X(q[0]) * cirq.Y(q[1])]
+    cc = qkeras_hybrid.compile_circuit(circuit, obs)
+    expected = cirq_expectations(circuit, obs, [], np.zeros((1, 0)))
+    np.testing.assert_allclose(cc.expectation(np.zeros((1, 0)), dtype=tf.float64), expected, atol=1e-12)
+
+
+def test_batch_rows_are_independent():
+    """Many rows, each its own sample: row b must equal a batch of one holding row b."""
+    circuit, observables, used, values, _ = _case(19)
+    cc = qkeras_hybrid.compile_circuit(circuit, observables)
+    rng = np.random.default_rng(1)
+    big = rng.uniform(-3, 3, size=(37, len(used)))
+    whole = cc.expectation(big, dtype=tf.float64).numpy()
+    expected = cirq_expectations(cirq.drop_terminal_measurements(circuit), observables, used, big[:5])
+    np.testing.assert_allclose(whole[:5], expected, atol=1e-10)
+    for b in (0, 17, 36):
+        np.testing.assert_allclose(whole[b], cc.expectation(big[b:b + 1], dtype=tf.float64)[0], atol=1e-13)
+
+
+def test_large_state_intra_state_parallelism():
+    """From 14 qubits on, a small batch is parallelized inside the state vector."""
+    rng = np.random.default_rng(123)
+    symbols = [sympy.Symbol("a"), sympy.Symbol("b")]
+    circuit, bare, qubits = random_cirq_circuit(rng, 15, 40, symbols)
+    observables = [random_pauli_sum(rng, qubits, max_terms=4) for _ in range(2)]
+    used = sorted(cirq.parameter_symbols(bare), key=str)
+    values = rng.uniform(-3, 3, size=(1, len(used)))
+    expected = cirq_expectations(bare, observables, used, values)
+    for fuse in (1, 2):
+        cc = qkeras_hybrid.compile_circuit(circuit, observables, max_fused_qubits=fuse)
+        np.testing.assert_allclose(cc.expectation(values, dtype=tf.float64), expected, atol=1e-10)
