@@ -26,10 +26,11 @@ test: build
 	$(PY) -m pytest -n 2 -q
 
 demo: build
-	$(PY) examples/demo.py
+	$(PY) examples/hybrid_mnist.py
 
 bench: build
 	$(PY) benchmarks/op_bench.py
+	$(PY) benchmarks/hqcnn_bench.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info $(OP) qkeras_hybrid/ops/_build_info.json

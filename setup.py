@@ -34,6 +34,9 @@ class BuildTfOp(build_ext):
         arch = shlex.split(os.environ.get("QKERAS_HYBRID_ARCH_FLAGS", "-march=native"))
         cmd = (
             [os.environ.get("CXX", "g++"), "-shared", "-fPIC", "-O3", "-std=c++17", "-Wall"]
+            # Lets the kernels vectorize their sums (reassociation); unlike
+            # -ffast-math it keeps NaN/inf semantics, which validation needs.
+            + ["-fassociative-math", "-fno-signed-zeros", "-fno-trapping-math"]
             + arch
             + tf.sysconfig.get_compile_flags()
             + ext.sources
@@ -43,7 +46,7 @@ class BuildTfOp(build_ext):
         print(" ".join(cmd), file=sys.stderr)
         subprocess.check_call(cmd)
         with open(os.path.join(os.path.dirname(out), "_build_info.json"), "w") as f:
-            json.dump({"tensorflow": tf.__version__, "compiler_flags": cmd[1:8] + arch}, f)
+            json.dump({"tensorflow": tf.__version__, "compiler_flags": cmd[1:11] + arch}, f)
 
 
 setup(

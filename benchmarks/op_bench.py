@@ -86,6 +86,38 @@ def thread_info():
     }
 
 
+def build_provenance():
+    """Which op build and source state was measured (the C++ changes often)."""
+    import hashlib
+    import subprocess
+
+    info = {}
+    try:
+        from qkeras_hybrid import ops
+
+        path = ops.library_path()
+        with open(path, "rb") as f:
+            info["op_library_sha256"] = hashlib.sha256(f.read()).hexdigest()[:16]
+        info["op_library_mtime"] = datetime.datetime.fromtimestamp(
+            os.path.getmtime(path)
+        ).isoformat(timespec="seconds")
+    except Exception as e:  # pragma: no cover - reported, not fatal
+        info["op_library_error"] = repr(e)
+    try:
+        git = ["git", "-C", _REPO]
+        info["git_head"] = subprocess.run(
+            git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            git + ["status", "--porcelain", "--", "custom_ops", "qkeras_hybrid", "setup.py"],
+            capture_output=True, text=True, check=True,
+        ).stdout.split("\n")
+        info["uncommitted_source_files"] = sorted(l[3:] for l in dirty if l.strip())
+    except Exception:  # pragma: no cover - not a git checkout
+        pass
+    return info
+
+
 # ----------------------------------------------------------------------------
 # The circuit
 
@@ -184,6 +216,29 @@ def run(fn, values):
 # One case
 
 
+def reference_deviation(cc, values, outputs, rows):
+    """Both float32 results vs ours in float64 on the first rows (who is off?)."""
+    v = tf.cast(values[:rows], tf.float64)
+    with tf.GradientTape() as tape:
+        tape.watch(v)
+        e = cc.expectation(v, tf.float64)
+        total = tf.reduce_sum(e)
+    g = tape.gradient(total, v).numpy()
+    e = e.numpy()
+    rows = e.shape[0]
+
+    def dev(a, b):
+        return float(np.max(np.abs(a[:rows].astype(np.float64) - b)))
+
+    return {
+        "rows": rows,
+        "tfq_value": dev(outputs["tfq_fwd"], e),
+        "tfq_grad": dev(outputs["tfq_grad"][1], g),
+        "ours_value": dev(outputs["ours_fwd"], e),
+        "ours_grad": dev(outputs["ours_grad"][1], g),
+    }
+
+
 def check_agreement(outputs, tol):
     dev = {
         "fwd_value": float(np.max(np.abs(outputs["tfq_fwd"] - outputs["ours_fwd"]))),
@@ -198,7 +253,7 @@ def check_agreement(outputs, tol):
     return dev, bad
 
 
-def bench_case(n, layers, batch, args):
+def bench_case(n, layers, batch, args, case_budget):
     label = f"n={n} L={layers} B={batch}"
     print(f"\n[{label}]", flush=True)
     cc, fns, extra = build_case(n, layers, batch)
@@ -225,6 +280,14 @@ def bench_case(n, layers, batch, args):
         "gradients {grad:.2e}".format(**dev),
         flush=True,
     )
+    if args.reference_rows > 0:
+        ref = reference_deviation(cc, values, outputs, args.reference_rows)
+        dev["vs_float64_reference"] = ref
+        print(
+            "  vs float64 reference ({rows} rows): TFQ values {tfq_value:.2e} gradients "
+            "{tfq_grad:.2e}; ours values {ours_value:.2e} gradients {ours_grad:.2e}".format(**ref),
+            flush=True,
+        )
     if bad:
         msg = (
             f"\n!!! AGREEMENT FAILURE for {label}: "
@@ -235,11 +298,11 @@ def bench_case(n, layers, batch, args):
         print(msg, flush=True)
         sys.exit(2)
 
-    # Extra warm-up calls (not the tracing one) for the cheap cases.
+    # Extra warm-up calls (beyond the tracing call, which already ran the
+    # whole computation once) only where they are cheap.
     est = {}
-    small = n < 20
-    n_warm = (args.warmup if args.warmup is not None else (2 if small else 1))
     for name, fn in fns.items():
+        n_warm = args.warmup if args.warmup is not None else (2 if warm_s[name] < 1.0 else 0)
         times = []
         for _ in range(n_warm):
             t0 = time.perf_counter()
@@ -247,20 +310,27 @@ def bench_case(n, layers, batch, args):
             times.append(time.perf_counter() - t0)
         est[name] = min(times) if times else warm_s[name]
 
-    # Repetitions: requested count, capped by the per-case time budget.
+    # Settle calls: TFQ parses its serialized programs on every call and frees
+    # thousands of small protobuf allocations; glibc defers merging them
+    # (malloc_consolidate) to the next large allocation, which would bill
+    # ~10 ms of TFQ's clean-up to whichever op runs next. So where a call is
+    # cheap, each timed call is preceded by an untimed call of the same
+    # function, as in a loop that calls one op repeatedly.
+    settle = {name: (not args.no_settle) and est[name] < args.settle_below for name in fns}
+
+    # Repetitions: requested count, capped by this case's share of the budget.
     if args.reps is not None:
         reps = args.reps
     elif args.quick:
-        reps = 5 if small else 2
+        reps = 5 if n < 20 else 2
     else:
-        reps = 15 if small else 5
-    per_rep = sum(est.values())
-    budget = args.budget if args.budget is not None else (25.0 if args.quick else 55.0)
-    capped = max(args.min_reps, int(budget // max(per_rep, 1e-9)))
+        reps = 15 if n < 20 else 5
+    per_rep = sum(est[k] * (2 if settle[k] else 1) for k in fns)
+    capped = max(args.min_reps, int(case_budget // max(per_rep, 1e-9)))
     if capped < reps:
         print(
             f"  one repetition of all four takes ~{per_rep:.1f} s: {reps} -> {capped} reps "
-            f"to stay within the {budget:.0f} s case budget",
+            f"to stay within this case's {case_budget:.0f} s share of the time budget",
             flush=True,
         )
         reps = capped
@@ -272,6 +342,8 @@ def bench_case(n, layers, batch, args):
     for r in range(reps):
         order = names[r % len(names):] + names[: r % len(names)]
         for name in order:
+            if settle[name]:
+                run(fns[name], values)
             t0 = time.perf_counter()
             run(fns[name], values)
             samples[name].append(time.perf_counter() - t0)
@@ -293,6 +365,7 @@ def bench_case(n, layers, batch, args):
         "case": {"n": n, "L": layers, "B": batch},
         "label": label,
         "reps": reps,
+        "settle_calls": settle,
         "warmup_first_call_ms": {k: v * 1e3 for k, v in warm_s.items()},
         "timing": timing,
         "fwd_ratio": med["tfq_fwd"] / med["ours_fwd"],
@@ -433,9 +506,17 @@ def main(argv=None):
     parser.add_argument("--min-reps", type=int, default=3,
                         help="never fewer repetitions than this when capping by budget")
     parser.add_argument("--budget", type=float,
-                        help="seconds of timed repetitions per case (default 55, quick 25)")
+                        help="target seconds for the whole run: each case gets an equal share of "
+                             "what is left when it starts and caps its repetitions to fit "
+                             "(default 170, quick 60); --min-reps wins")
+    parser.add_argument("--settle-below", type=float, default=0.5,
+                        help="precede each timed call by an untimed one when a call "
+                             "takes less than this many seconds (see the source)")
+    parser.add_argument("--no-settle", action="store_true", help="never make settle calls")
     parser.add_argument("--warmup", type=int, help="untimed calls after the tracing call")
     parser.add_argument("--tol", type=float, default=1e-4, help="agreement tolerance")
+    parser.add_argument("--reference-rows", type=int, default=4,
+                        help="rows also checked against ours in float64 (0: skip)")
     parser.add_argument("--threads", type=int,
                         help="set TF's intra-op thread count (default: TF's choice)")
     parser.add_argument("--breakdown", action="store_true",
@@ -470,12 +551,20 @@ def main(argv=None):
     print(f"TF {tf.__version__}, TFQ {tfq.__version__}, cirq {cirq.__version__}, "
           f"qkeras_hybrid {qkeras_hybrid.__version__}; "
           f"load average {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}")
+    meta["build"] = build = build_provenance()
+    dirty = build.get("uncommitted_source_files")
+    print(f"op library sha256 {build.get('op_library_sha256', '?')} built "
+          f"{build.get('op_library_mtime', '?')}; git {build.get('git_head', '?')}"
+          + (f" + {len(dirty)} uncommitted source files" if dirty else ""))
     print("Times are medians of interleaved repetitions, in milliseconds.", flush=True)
 
     t_start = time.perf_counter()
     results = []
-    for n, layers, batch in cases:
-        results.append(bench_case(n, layers, batch, args))
+    budget = args.budget if args.budget is not None else (60.0 if args.quick else 170.0)
+    for i, (n, layers, batch) in enumerate(cases):
+        spent = time.perf_counter() - t_start
+        share = max(0.0, budget - spent) / (len(cases) - i)
+        results.append(bench_case(n, layers, batch, args, share))
     total_s = time.perf_counter() - t_start
     meta["loadavg_after"] = os.getloadavg()
     meta["total_s"] = total_s

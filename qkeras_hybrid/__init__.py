@@ -8,8 +8,8 @@ from qkeras_hybrid import ops
 # `import qkeras_hybrid`; fails with instructions if the op is not built.
 ops.load()
 
-from qkeras_hybrid import circuits, layers  # noqa: E402
+from qkeras_hybrid import callbacks, circuits, layers  # noqa: E402
 from qkeras_hybrid.circuits import CompiledCircuit, compile_circuit  # noqa: E402
 from qkeras_hybrid.layers import QuantumLayer  # noqa: E402
 
-__all__ = ["CompiledCircuit", "QuantumLayer", "circuits", "compile_circuit", "layers", "ops", "__version__"]
+__all__ = ["CompiledCircuit", "QuantumLayer", "callbacks", "circuits", "compile_circuit", "layers", "ops", "__version__"]

@@ -193,6 +193,52 @@ def central_fd(f, x, eps=1e-5):
     return grad
 
 
+def single_gate_circuits():
+    """(name, circuit): one gate family each, between fixed gates on 3 qubits."""
+    a, b = sympy.symbols("a b")
+    q0, q1, q2 = cirq.LineQubit.range(3)
+    u1 = cirq.testing.random_unitary(2, random_state=1)
+    u2 = cirq.testing.random_unitary(4, random_state=2)
+    u3 = cirq.testing.random_unitary(8, random_state=3)
+    cases = {
+        "X": cirq.X(q0), "Y": cirq.Y(q0), "Z": cirq.Z(q0), "H": cirq.H(q0), "S": cirq.S(q0), "T": cirq.T(q0),
+        "rx": cirq.rx(2 * a + b)(q0), "ry": cirq.ry(sympy.sin(a))(q0), "rz": cirq.rz(a * b)(q0),
+        "XPow": cirq.XPowGate(exponent=a, global_shift=0.3)(q0),
+        "YPow": cirq.YPowGate(exponent=0.37, global_shift=-0.2)(q0),
+        "ZPow": cirq.ZPowGate(exponent=a / sympy.pi, global_shift=0.1)(q0),
+        "HPow": cirq.HPowGate(exponent=a, global_shift=0.25)(q0),
+        "PhasedXPow": cirq.PhasedXPowGate(phase_exponent=a, exponent=b)(q0),
+        "PhasedXZ": cirq.PhasedXZGate(x_exponent=a, z_exponent=b, axis_phase_exponent=a * b)(q0),
+        "CNOT": cirq.CNOT(q0, q1), "CXPow": cirq.CXPowGate(exponent=a)(q1, q0),
+        "CZPow": cirq.CZPowGate(exponent=a, global_shift=0.2)(q0, q1),
+        "SWAP": cirq.SWAP(q0, q1), "SwapPow": cirq.SwapPowGate(exponent=a)(q0, q1),
+        "ISWAP": cirq.ISWAP(q1, q0), "ISwapPow": cirq.ISwapPowGate(exponent=a)(q0, q1),
+        "XX": cirq.XXPowGate(exponent=a)(q0, q1), "YY": cirq.YYPowGate(exponent=a)(q0, q1),
+        "ZZ": cirq.ZZPowGate(exponent=a, global_shift=-0.5)(q0, q1),
+        "FSim": cirq.FSimGate(theta=a, phi=2 * b)(q0, q1),
+        "FSim_numeric_theta": cirq.FSimGate(theta=0.4, phi=b)(q1, q0),
+        "CCX": cirq.CCX(q0, q1, q2), "CCXPow": cirq.CCXPowGate(exponent=a)(q2, q0, q1),
+        "CCZ": cirq.CCZ(q0, q1, q2), "CSWAP": cirq.CSWAP(q1, q0, q2),
+        "Controlled_rx": cirq.ControlledGate(cirq.rx(a))(q0, q1),
+        "Controlled_rx_cv0": cirq.ControlledGate(cirq.rx(a), control_values=[0])(q1, q0),
+        "Controlled_XPow_shift": cirq.ControlledGate(cirq.XPowGate(exponent=a, global_shift=0.3))(q0, q2),
+        "Controlled_PhasedX": cirq.ControlledGate(cirq.PhasedXPowGate(phase_exponent=a, exponent=b))(q0, q1),
+        "Controlled_PhasedXZ": cirq.ControlledGate(
+            cirq.PhasedXZGate(x_exponent=a, z_exponent=b, axis_phase_exponent=0.2))(q1, q2),
+        "Controlled_FSim": cirq.ControlledGate(cirq.FSimGate(theta=a, phi=b))(q0, q1, q2),
+        "Controlled_ZZ": cirq.ControlledGate(cirq.ZZPowGate(exponent=a))(q2, q0, q1),
+        "Controlled2_ry_cv01": cirq.ControlledGate(cirq.ry(a), num_controls=2, control_values=[0, 1])(q0, q1, q2),
+        "Controlled_matrix": cirq.ControlledGate(cirq.MatrixGate(u1), control_values=[0])(q2, q1),
+        "controlled_by": cirq.rz(a)(q0).controlled_by(q1, q2, control_values=[1, 0]),
+        "Matrix1": cirq.MatrixGate(u1)(q1), "Matrix2": cirq.MatrixGate(u2)(q2, q0),
+        "Matrix3": cirq.MatrixGate(u3)(q1, q2, q0),
+        "PhasedISwap": cirq.PhasedISwapPowGate(phase_exponent=a, exponent=b)(q0, q1),
+        "GlobalPhase": cirq.GlobalPhaseGate(1j).on(),
+    }
+    prep = [cirq.H(q0), cirq.ry(0.7)(q1), cirq.rx(1.1)(q2), cirq.CNOT(q0, q2), cirq.S(q2)]
+    return [(name, cirq.Circuit(prep, op, cirq.ry(0.3)(q0), cirq.rx(-0.4)(q1))) for name, op in cases.items()]
+
+
 # --------------------------------------------------------- Qiskit circuits
 
 QISKIT_GATES_1Q = ["h", "x", "y", "z", "s", "sdg", "t", "tdg", "sx", "rx", "ry", "rz", "p", "u"]

@@ -6,7 +6,8 @@
 //   block_meta int32 [NB, 7]: k, q0, q1, q2, kind, first_gate, num_gates
 //     A block acts on k (1..3) qubits; the first listed qubit is the most
 //     significant bit of the block's local index (Cirq's convention).
-//     kind 0 = dense, 1 = diagonal (every gate in it is diagonal).
+//     kind 0 = dense, 1 = diagonal (every gate in it is diagonal),
+//     2 = real dense (its matrix is real for every angle, e.g. Ry and CNOT).
 //   gate_meta int32 [NG, 4]: type, angle_slot, data_offset, num_terms
 //     type 0 = constant: data holds a 2^k x 2^k complex matrix (re, im pairs).
 //     type 1 = exponential exp(-i * angle * H), H = sum_t eig_t * P_t: data
@@ -29,7 +30,7 @@ constexpr int kBlockMetaWidth = 7;
 constexpr int kGateMetaWidth = 4;
 constexpr int kMaxQubits = 62;  // masks are 64-bit; memory is checked apart
 
-enum BlockKind { kDense = 0, kDiagonal = 1 };
+enum BlockKind { kDense = 0, kDiagonal = 1, kRealDense = 2 };
 enum GateType { kConstant = 0, kExponential = 1 };
 
 template <typename FP>
@@ -145,7 +146,7 @@ std::string DecodeProgram(int64_t num_qubits, const int32_t* block_meta,
       blk.offsets[l] = off;
     }
     blk.kind = m[4];
-    if (blk.kind != kDense && blk.kind != kDiagonal)
+    if (blk.kind != kDense && blk.kind != kDiagonal && blk.kind != kRealDense)
       return where + ": unknown block kind " + Str(m[4]);
     blk.first_gate = m[5];
     blk.num_gates = m[6];

@@ -74,14 +74,14 @@ class Simulator {
 
   // Bytes of the buffers a Simulator allocates (two state vectors at most).
   static double BytesPerInstance(int num_qubits) {
-    return 2.0 * std::ldexp(static_cast<double>(sizeof(C)), num_qubits);
+    return 4.0 * std::ldexp(static_cast<double>(sizeof(FP)), num_qubits);
   }
 
   // expectations[o] for one sample's angles.
   void Expectations(const FP* angles, FP* expectations, int num_chunks,
                     const ParallelChunks& parallel) {
     Forward(angles, num_chunks, parallel);
-    Measure(phi_.data(), expectations, num_chunks, parallel);
+    Measure(expectations, num_chunks, parallel);
   }
 
   // d(sum_o upstream[o] * <O_o>)/d(angle) accumulated into d_angles (double).
@@ -156,11 +156,28 @@ class Simulator {
       }
   }
 
+  // Calls fn(base, len) for runs of groups whose amplitudes are contiguous:
+  // the group bits below the lowest block qubit map to consecutive indices,
+  // which lets the compiler vectorize the inner loops of the kernels.
+  template <typename Fn>
+  static void ForRuns(const Block& blk, int k, uint64_t g0, uint64_t g1, Fn fn) {
+    const uint64_t inner = uint64_t{1} << blk.sorted_qubits[0];
+    for (uint64_t g = g0; g < g1;) {
+      const uint64_t len = std::min(inner - (g & (inner - 1)), g1 - g);
+      fn(GroupBase(g, blk.sorted_qubits, k), len);
+      g += len;
+    }
+  }
+
   void Forward(const FP* angles, int num_chunks,
                const ParallelChunks& parallel) {
-    if (phi_.size() != size_) phi_.resize(size_);
-    std::fill(phi_.begin(), phi_.end(), C{0, 0});
-    phi_[0] = C{1, 0};
+    if (sr_.size() != size_) {
+      sr_.resize(size_);
+      si_.resize(size_);
+    }
+    std::fill(sr_.begin(), sr_.end(), FP{0});
+    std::fill(si_.begin(), si_.end(), FP{0});
+    sr_[0] = 1;
     BuildMatrices(angles);
     for (size_t b = 0; b < p_.blocks.size(); ++b) {
       const Block& blk = p_.blocks[b];
@@ -176,92 +193,126 @@ class Simulator {
   }
 
   void ApplyForward(const Block& blk, const C* m, uint64_t g0, uint64_t g1) {
-    if (blk.kind == kDiagonal) {
-      switch (blk.k) {
-        case 1: return ForwardDiagonal<1>(blk, m, g0, g1);
-        case 2: return ForwardDiagonal<2>(blk, m, g0, g1);
-        default: return ForwardDiagonal<3>(blk, m, g0, g1);
-      }
-    }
-    switch (blk.k) {
-      case 1: return ForwardDense<1>(blk, m, g0, g1);
-      case 2: return ForwardDense<2>(blk, m, g0, g1);
-      default: return ForwardDense<3>(blk, m, g0, g1);
+    switch (blk.kind * 4 + blk.k) {
+      case kDiagonal * 4 + 1: return ForwardDiagonal<1>(blk, m, g0, g1);
+      case kDiagonal * 4 + 2: return ForwardDiagonal<2>(blk, m, g0, g1);
+      case kDiagonal * 4 + 3: return ForwardDiagonal<3>(blk, m, g0, g1);
+      case kRealDense * 4 + 1: return ForwardDense<1, true>(blk, m, g0, g1);
+      case kRealDense * 4 + 2: return ForwardDense<2, true>(blk, m, g0, g1);
+      case kRealDense * 4 + 3: return ForwardDense<3, true>(blk, m, g0, g1);
+      case kDense * 4 + 1: return ForwardDense<1, false>(blk, m, g0, g1);
+      case kDense * 4 + 2: return ForwardDense<2, false>(blk, m, g0, g1);
+      default: return ForwardDense<3, false>(blk, m, g0, g1);
     }
   }
 
-  template <int K>
+  // out = M v on every group; kReal: M has no imaginary part.
+  template <int K, bool kReal>
   void ForwardDense(const Block& blk, const C* m, uint64_t g0, uint64_t g1) {
     constexpr int D = 1 << K;
-    C* s = phi_.data();
-    for (uint64_t g = g0; g < g1; ++g) {
-      const uint64_t base = GroupBase(g, blk.sorted_qubits, K);
-      C v[D];
-      for (int l = 0; l < D; ++l) v[l] = s[base + blk.offsets[l]];
-      for (int r = 0; r < D; ++r) {
-        FP re = 0, im = 0;
-        for (int c = 0; c < D; ++c) {
-          const C a = m[r * D + c];
-          re += a.re * v[c].re - a.im * v[c].im;
-          im += a.re * v[c].im + a.im * v[c].re;
-        }
-        s[base + blk.offsets[r]] = C{re, im};
-      }
+    FP mr[D * D], mi[D * D];
+    for (int i = 0; i < D * D; ++i) {
+      mr[i] = m[i].re;
+      mi[i] = kReal ? FP{0} : m[i].im;
     }
+    FP* re = sr_.data();
+    FP* im = si_.data();
+    // Captured by value: the compiler then knows stores to the state cannot
+    // alias the matrix and keeps it in registers.
+    ForRuns(blk, K, g0, g1, [=, &blk](uint64_t base, uint64_t len) {
+      FP* pr[D];
+      FP* pi[D];
+      for (int l = 0; l < D; ++l) {
+        pr[l] = re + base + blk.offsets[l];
+        pi[l] = im + base + blk.offsets[l];
+      }
+#pragma GCC ivdep
+      for (uint64_t t = 0; t < len; ++t) {
+        FP vr[D], vi[D];
+        for (int l = 0; l < D; ++l) {
+          vr[l] = pr[l][t];
+          vi[l] = pi[l][t];
+        }
+        for (int r = 0; r < D; ++r) {
+          FP ar = 0, ai = 0;
+          for (int c = 0; c < D; ++c) {
+            ar += mr[r * D + c] * vr[c];
+            ai += mr[r * D + c] * vi[c];
+            if constexpr (!kReal) {
+              ar -= mi[r * D + c] * vi[c];
+              ai += mi[r * D + c] * vr[c];
+            }
+          }
+          pr[r][t] = ar;
+          pi[r][t] = ai;
+        }
+      }
+    });
   }
 
   template <int K>
   void ForwardDiagonal(const Block& blk, const C* m, uint64_t g0, uint64_t g1) {
     constexpr int D = 1 << K;
-    C* s = phi_.data();
-    C d[D];
-    for (int l = 0; l < D; ++l) d[l] = m[l * D + l];
-    for (uint64_t g = g0; g < g1; ++g) {
-      const uint64_t base = GroupBase(g, blk.sorted_qubits, K);
-      for (int l = 0; l < D; ++l) {
-        C& a = s[base + blk.offsets[l]];
-        a = Mul(d[l], a);
-      }
+    FP* re = sr_.data();
+    FP* im = si_.data();
+    for (int l = 0; l < D; ++l) {
+      const FP dr = m[l * D + l].re, di = m[l * D + l].im;
+      ForRuns(blk, K, g0, g1, [&](uint64_t base, uint64_t len) {
+        FP* pr = re + base + blk.offsets[l];
+        FP* pi = im + base + blk.offsets[l];
+#pragma GCC ivdep
+        for (uint64_t t = 0; t < len; ++t) {
+          const FP a = pr[t], b = pi[t];
+          pr[t] = dr * a - di * b;
+          pi[t] = dr * b + di * a;
+        }
+      });
     }
   }
 
+  static inline bool Odd(uint64_t x, uint64_t mask) {
+    return __builtin_popcountll(x & mask) & 1;
+  }
+
   // <phi| P |phi> = i^y sum_x conj(phi[x ^ xm]) (-1)^{|x & zm|} phi[x].
-  void Measure(const C* s, FP* expectations, int num_chunks,
+  void Measure(FP* expectations, int num_chunks,
                const ParallelChunks& parallel) {
     const int num_obs = p_.num_observables;
     const size_t nd = p_.diagonal_terms.size();
     const size_t no = p_.offdiagonal_terms.size();
+    const FP* re = sr_.data();
+    const FP* im = si_.data();
     std::vector<double>& partial = measure_partial_;
     partial.assign(num_chunks * (nd + no), 0.0);
     auto run = [&](int chunk) {
       uint64_t x0, x1;
       ChunkRange(size_, num_chunks, chunk, &x0, &x1);
       double* acc = partial.data() + chunk * (nd + no);
-      if (nd > 0) {
+      for (size_t t = 0; t < nd; ++t) {
+        const uint64_t zm = p_.diagonal_terms[t].z_mask;
+        FP sum = 0;
         for (uint64_t x = x0; x < x1; ++x) {
-          const FP prob = s[x].re * s[x].re + s[x].im * s[x].im;
-          for (size_t t = 0; t < nd; ++t) {
-            const bool odd =
-                __builtin_popcountll(x & p_.diagonal_terms[t].z_mask) & 1;
-            acc[t] += odd ? -prob : prob;
-          }
+          const FP prob = re[x] * re[x] + im[x] * im[x];
+          sum += Odd(x, zm) ? -prob : prob;
         }
+        acc[t] = sum;
       }
       for (size_t t = 0; t < no; ++t) {
         const auto& term = p_.offdiagonal_terms[t];
-        FP re = 0, im = 0;
+        FP sum_re = 0, sum_im = 0;
         for (uint64_t x = x0; x < x1; ++x) {
-          const C v = MulConj(s[x ^ term.x_mask], s[x]);
-          const bool odd = __builtin_popcountll(x & term.z_mask) & 1;
-          re += odd ? -v.re : v.re;
-          im += odd ? -v.im : v.im;
+          const uint64_t y = x ^ term.x_mask;
+          const FP vr = re[y] * re[x] + im[y] * im[x];
+          const FP vi = re[y] * im[x] - im[y] * re[x];
+          const bool odd = Odd(x, term.z_mask);
+          sum_re += odd ? -vr : vr;
+          sum_im += odd ? -vi : vi;
         }
         // times i^y_phase, real part
-        const double value = term.y_phase == 0 ? re
-                             : term.y_phase == 1 ? -im
-                             : term.y_phase == 2 ? -re
-                                                 : im;
-        acc[nd + t] += value;
+        acc[nd + t] = term.y_phase == 0 ? sum_re
+                      : term.y_phase == 1 ? -sum_im
+                      : term.y_phase == 2 ? -sum_re
+                                          : sum_im;
       }
     };
     if (num_chunks == 1) run(0); else parallel(num_chunks, run);
@@ -281,24 +332,29 @@ class Simulator {
   // lambda = (sum_o upstream[o] O_o) phi.
   void ApplyObservables(const FP* upstream, int num_chunks,
                         const ParallelChunks& parallel) {
-    if (lambda_.size() != size_) lambda_.resize(size_);
-    const C* s = phi_.data();
-    C* l = lambda_.data();
+    if (lr_.size() != size_) {
+      lr_.resize(size_);
+      li_.resize(size_);
+    }
+    const FP* re = sr_.data();
+    const FP* im = si_.data();
+    FP* lre = lr_.data();
+    FP* lim = li_.data();
     std::vector<FP>& diag_w = diagonal_weights_;
     diag_w.resize(p_.diagonal_terms.size());
     for (size_t t = 0; t < diag_w.size(); ++t)
       diag_w[t] = upstream[p_.diagonal_terms[t].observable] *
                   p_.diagonal_terms[t].coeff;
-    // Diagonal terms write lambda in place (each x is its own output).
+    // Diagonal terms: each x is its own output.
     auto diagonal = [&](int chunk) {
       uint64_t x0, x1;
       ChunkRange(size_, num_chunks, chunk, &x0, &x1);
       for (uint64_t x = x0; x < x1; ++x) {
         FP w = 0;
         for (size_t t = 0; t < diag_w.size(); ++t)
-          w += (__builtin_popcountll(x & p_.diagonal_terms[t].z_mask) & 1)
-                   ? -diag_w[t] : diag_w[t];
-        l[x] = C{w * s[x].re, w * s[x].im};
+          w += Odd(x, p_.diagonal_terms[t].z_mask) ? -diag_w[t] : diag_w[t];
+        lre[x] = w * re[x];
+        lim[x] = w * im[x];
       }
     };
     if (num_chunks == 1) diagonal(0); else parallel(num_chunks, diagonal);
@@ -316,10 +372,11 @@ class Simulator {
         ChunkRange(size_, num_chunks, chunk, &y0, &y1);
         for (uint64_t y = y0; y < y1; ++y) {
           const uint64_t x = y ^ term.x_mask;
-          const C v = Mul(f, s[x]);
-          const bool odd = __builtin_popcountll(x & term.z_mask) & 1;
-          l[y].re += odd ? -v.re : v.re;
-          l[y].im += odd ? -v.im : v.im;
+          const FP vr = f.re * re[x] - f.im * im[x];
+          const FP vi = f.re * im[x] + f.im * re[x];
+          const bool odd = Odd(x, term.z_mask);
+          lre[y] += odd ? -vr : vr;
+          lim[y] += odd ? -vi : vi;
         }
       };
       if (num_chunks == 1) offdiagonal(0); else parallel(num_chunks, offdiagonal);
@@ -339,17 +396,17 @@ class Simulator {
       uint64_t g0, g1;
       ChunkRange(groups, num_chunks, chunk, &g0, &g1);
       C* r = blk.has_angles ? partial.data() + chunk * rsize : nullptr;
-      if (blk.kind == kDiagonal) {
-        switch (blk.k) {
-          case 1: return BackwardDiagonal<1>(blk, m, g0, g1, r);
-          case 2: return BackwardDiagonal<2>(blk, m, g0, g1, r);
-          default: return BackwardDiagonal<3>(blk, m, g0, g1, r);
-        }
-      }
-      switch (blk.k) {
-        case 1: return BackwardDense<1>(blk, m, g0, g1, r);
-        case 2: return BackwardDense<2>(blk, m, g0, g1, r);
-        default: return BackwardDense<3>(blk, m, g0, g1, r);
+      const bool real = blk.kind == kRealDense;
+      switch ((blk.kind == kDiagonal ? 0 : real ? 4 : 8) + blk.k) {
+        case 1: return BackwardDiagonal<1>(blk, m, g0, g1, r);
+        case 2: return BackwardDiagonal<2>(blk, m, g0, g1, r);
+        case 3: return BackwardDiagonal<3>(blk, m, g0, g1, r);
+        case 5: return BackwardDense<1, true>(blk, m, g0, g1, r);
+        case 6: return BackwardDense<2, true>(blk, m, g0, g1, r);
+        case 7: return BackwardDense<3, true>(blk, m, g0, g1, r);
+        case 9: return BackwardDense<1, false>(blk, m, g0, g1, r);
+        case 10: return BackwardDense<2, false>(blk, m, g0, g1, r);
+        default: return BackwardDense<3, false>(blk, m, g0, g1, r);
       }
     };
     if (num_chunks == 1) run(0); else parallel(num_chunks, run);
@@ -366,67 +423,114 @@ class Simulator {
       DenseAngleGradients(blk, m, r, d_angles);
   }
 
-  // phi <- M^dagger phi, lambda <- M^dagger lambda, R += phi_before lambda_after^H.
-  template <int K>
+  // phi <- M^dagger phi, lambda <- M^dagger lambda and, if r is given,
+  // R[i][j] += phi_before[i] conj(lambda_after[j]) in one pass.
+  template <int K, bool kReal>
   void BackwardDense(const Block& blk, const C* m, uint64_t g0, uint64_t g1,
                      C* r) {
+    if (r != nullptr)
+      BackwardDenseRuns<K, kReal, true>(blk, m, g0, g1, r);
+    else
+      BackwardDenseRuns<K, kReal, false>(blk, m, g0, g1, r);
+  }
+
+  template <int K, bool kReal, bool kWithR>
+  void BackwardDenseRuns(const Block& blk, const C* m, uint64_t g0, uint64_t g1,
+                         C* r) {
     constexpr int D = 1 << K;
-    C* s = phi_.data();
-    C* l = lambda_.data();
-    for (uint64_t g = g0; g < g1; ++g) {
-      const uint64_t base = GroupBase(g, blk.sorted_qubits, K);
-      C a[D], b[D], pa[D], pb[D];
-      for (int i = 0; i < D; ++i) {
-        a[i] = s[base + blk.offsets[i]];
-        b[i] = l[base + blk.offsets[i]];
+    FP hr[D * D], hi[D * D];  // M^dagger
+    for (int i = 0; i < D; ++i)
+      for (int j = 0; j < D; ++j) {
+        hr[i * D + j] = m[j * D + i].re;
+        hi[i * D + j] = kReal ? FP{0} : -m[j * D + i].im;
       }
-      for (int i = 0; i < D; ++i) {
-        FP ar = 0, ai = 0, br = 0, bi = 0;
-        for (int j = 0; j < D; ++j) {
-          const C u = m[j * D + i];  // (M^dagger)_{ij} = conj(M_{ji})
-          ar += u.re * a[j].re + u.im * a[j].im;
-          ai += u.re * a[j].im - u.im * a[j].re;
-          br += u.re * b[j].re + u.im * b[j].im;
-          bi += u.re * b[j].im - u.im * b[j].re;
+    FP rr_total[D * D] = {}, ri_total[D * D] = {};
+    FP* state[4] = {sr_.data(), si_.data(), lr_.data(), li_.data()};
+    ForRuns(blk, K, g0, g1, [=, &blk, &rr_total, &ri_total](uint64_t base, uint64_t len) {
+      // Run-local accumulators: they stay in registers and vectorize.
+      FP rr[D * D] = {}, ri[D * D] = {};
+      FP *sr[D], *si[D], *lr[D], *li[D];
+      for (int l = 0; l < D; ++l) {
+        sr[l] = state[0] + base + blk.offsets[l];
+        si[l] = state[1] + base + blk.offsets[l];
+        lr[l] = state[2] + base + blk.offsets[l];
+        li[l] = state[3] + base + blk.offsets[l];
+      }
+#pragma GCC ivdep
+      for (uint64_t t = 0; t < len; ++t) {
+        FP ar[D], ai[D], br[D], bi[D];
+        for (int l = 0; l < D; ++l) {
+          ar[l] = sr[l][t];
+          ai[l] = si[l][t];
+          br[l] = lr[l][t];
+          bi[l] = li[l][t];
         }
-        pa[i] = C{ar, ai};
-        pb[i] = C{br, bi};
-        s[base + blk.offsets[i]] = pa[i];
-        l[base + blk.offsets[i]] = pb[i];
-      }
-      if (r != nullptr) {
-        for (int i = 0; i < D; ++i)
+        FP pr[D], pi[D];
+        for (int i = 0; i < D; ++i) {
+          FP xr = 0, xi = 0, yr = 0, yi = 0;
           for (int j = 0; j < D; ++j) {
-            const C v = MulConj(b[j], pa[i]);  // phi_before[i] conj(lambda_after[j])
-            r[i * D + j].re += v.re;
-            r[i * D + j].im += v.im;
+            const FP ur = hr[i * D + j];
+            xr += ur * ar[j];
+            xi += ur * ai[j];
+            yr += ur * br[j];
+            yi += ur * bi[j];
+            if constexpr (!kReal) {
+              const FP ui = hi[i * D + j];
+              xr -= ui * ai[j];
+              xi += ui * ar[j];
+              yr -= ui * bi[j];
+              yi += ui * br[j];
+            }
           }
+          pr[i] = xr;
+          pi[i] = xi;
+          sr[i][t] = xr;
+          si[i][t] = xi;
+          lr[i][t] = yr;
+          li[i][t] = yi;
+        }
+        if constexpr (kWithR) {
+          for (int i = 0; i < D; ++i)
+            for (int j = 0; j < D; ++j) {  // phi_before[i] conj(lambda_after[j])
+              rr[i * D + j] += pr[i] * br[j] + pi[i] * bi[j];
+              ri[i * D + j] += pi[i] * br[j] - pr[i] * bi[j];
+            }
+        }
       }
-    }
+      for (int i = 0; i < D * D; ++i) {
+        rr_total[i] += rr[i];
+        ri_total[i] += ri[i];
+      }
+    });
+    if constexpr (kWithR)
+      for (int i = 0; i < D * D; ++i) r[i] = C{rr_total[i], ri_total[i]};
   }
 
   template <int K>
   void BackwardDiagonal(const Block& blk, const C* m, uint64_t g0, uint64_t g1,
                         C* r) {
     constexpr int D = 1 << K;
-    C* s = phi_.data();
-    C* l = lambda_.data();
-    C d[D];
-    for (int i = 0; i < D; ++i) d[i] = m[i * D + i];
-    for (uint64_t g = g0; g < g1; ++g) {
-      const uint64_t base = GroupBase(g, blk.sorted_qubits, K);
-      for (int i = 0; i < D; ++i) {
-        C& a = s[base + blk.offsets[i]];
-        C& b = l[base + blk.offsets[i]];
-        const C b_after = b;
-        a = MulConj(d[i], a);
-        b = MulConj(d[i], b);
-        if (r != nullptr) {
-          const C v = MulConj(b_after, a);
-          r[i].re += v.re;
-          r[i].im += v.im;
+    for (int l = 0; l < D; ++l) {
+      const FP dr = m[l * D + l].re, di = -m[l * D + l].im;  // conj
+      FP rr = 0, ri = 0;
+      ForRuns(blk, K, g0, g1, [&](uint64_t base, uint64_t len) {
+        FP* sr = sr_.data() + base + blk.offsets[l];
+        FP* si = si_.data() + base + blk.offsets[l];
+        FP* lr = lr_.data() + base + blk.offsets[l];
+        FP* li = li_.data() + base + blk.offsets[l];
+#pragma GCC ivdep
+        for (uint64_t t = 0; t < len; ++t) {
+          const FP a = sr[t], b = si[t], c = lr[t], d = li[t];
+          const FP pa = dr * a - di * b, pb = dr * b + di * a;
+          sr[t] = pa;
+          si[t] = pb;
+          lr[t] = dr * c - di * d;
+          li[t] = dr * d + di * c;
+          rr += pa * c + pb * d;  // phi_before conj(lambda_after)
+          ri += pb * c - pa * d;
         }
-      }
+      });
+      if (r != nullptr) r[l] = C{rr, ri};
     }
   }
 
@@ -487,7 +591,8 @@ class Simulator {
   std::vector<int64_t> gate_matrix_offset_;
   std::vector<C> block_matrices_;
   std::vector<C> gate_matrices_;
-  std::vector<C> phi_, lambda_;
+  // State and co-state, real and imaginary parts apart (vectorizes).
+  std::vector<FP> sr_, si_, lr_, li_;
   // Scratch reused across samples and blocks: no allocation in the sweeps.
   std::vector<double> measure_partial_, measure_out_;
   std::vector<FP> diagonal_weights_;

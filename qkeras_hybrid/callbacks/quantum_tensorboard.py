@@ -152,7 +152,8 @@ class QuantumTensorBoard(keras.callbacks.Callback):
 
     def __init__(self, log_dir, gradient_data=None, histogram_freq=1, write_circuits=True):
         super().__init__()
-        if isinstance(histogram_freq, bool) or not isinstance(histogram_freq, (int, np.integer)) or histogram_freq < 0:
+        is_int = isinstance(histogram_freq, (int, np.integer)) and not isinstance(histogram_freq, bool)
+        if not is_int or histogram_freq < 0:
             raise ValueError(f"histogram_freq must be an integer >= 0, received {histogram_freq!r}")
         self.log_dir = os.fspath(log_dir)
         self.gradient_data = gradient_data
@@ -223,7 +224,7 @@ class QuantumTensorBoard(keras.callbacks.Callback):
     def _is_built(self, tag, layer):
         if getattr(layer, "quantum_weights", None) is not None:
             return True
-        self._warn_once(f"unbuilt/{tag}", f"QuantumTensorBoard: layer {tag} has no quantum_weights (not built); skipped.")
+        self._warn_once(f"unbuilt/{tag}", f"QuantumTensorBoard: layer {tag} is not built; skipped.")
         return False
 
     def _writing(self, step):

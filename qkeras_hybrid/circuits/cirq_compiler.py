@@ -37,7 +37,10 @@ def _control_projector(gate):
 def _symbolic_generator(gate):
     """(H, exponent) with gate = exp(-i exponent H), or None."""
     if isinstance(gate, cirq.EigenGate) and not cirq.is_parameterized(gate.global_shift):
-        return _eigen_generator(gate), gate.exponent
+        try:  # symbols in other parameters (e.g. PhasedISwap's phase) fail here
+            return _eigen_generator(gate), gate.exponent
+        except (TypeError, AttributeError, ValueError):
+            return None
     if isinstance(gate, cirq.ControlledGate):
         inner = _symbolic_generator(gate.sub_gate)
         if inner is None:

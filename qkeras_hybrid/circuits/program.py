@@ -14,7 +14,7 @@ import sympy
 
 BLOCK_META_WIDTH = 7
 GATE_META_WIDTH = 4
-DENSE, DIAGONAL = 0, 1
+DENSE, DIAGONAL, REAL_DENSE = 0, 1, 2
 CONSTANT, EXPONENTIAL = 0, 1
 MAX_GATE_QUBITS = 3
 # From this many qubits on, neighbouring gates are fused into 2-qubit blocks:
@@ -43,6 +43,13 @@ class Primitive:
     def is_diagonal(self):
         mats = [self.matrix] if self.is_constant else list(self.projectors)
         return all(np.allclose(m, np.diag(np.diag(m)), atol=1e-12) for m in mats)
+
+    def is_real(self):
+        """Whether the unitary is real at every angle (Ry, CNOT, ...)."""
+        if self.is_constant:
+            return bool(np.all(np.abs(self.matrix.imag) < 1e-14))
+        angles = np.random.default_rng(0).uniform(-7, 7, size=5)
+        return all(np.all(np.abs(self.unitary_at(a).imag) < 1e-12) for a in angles)
 
     def unitary_at(self, angle):
         if self.is_constant:
@@ -149,13 +156,20 @@ def build_program(num_qubits, primitives, observables, max_fused_qubits=None):
     """
     if max_fused_qubits is None:
         max_fused_qubits = 2 if num_qubits >= FUSE_TWO_QUBITS_FROM else 1
+    if max_fused_qubits not in (1, 2, 3):
+        raise ValueError(f"max_fused_qubits must be 1, 2 or 3 (the op's block sizes), got {max_fused_qubits!r}")
     blocks = fuse(primitives, max_fused_qubits)
     block_rows, gate_rows, data, angle_exprs = [], [], [], []
     offset = 0
     for block in blocks:
         bq = block.qubits
         dim = 2 ** len(bq)
-        kind = DIAGONAL if all(g.is_diagonal() for g in block.gates) else DENSE
+        if all(g.is_diagonal() for g in block.gates):
+            kind = DIAGONAL
+        elif all(g.is_real() for g in block.gates):
+            kind = REAL_DENSE  # the op skips the imaginary parts of its matrix
+        else:
+            kind = DENSE
         first = len(gate_rows)
         pending = None  # a product of consecutive constant gates
         entries = []

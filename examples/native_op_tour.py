@@ -1,6 +1,6 @@
-"""`make demo`: build a circuit, compile it once, print expectations and gradients.
+"""A tour of the native op: compile a circuit once, print expectations and gradients.
 
-(The Keras-layers issue turns this into the hybrid MNIST demo.)
+Run: `.venv/bin/python examples/native_op_tour.py`.
 """
 
 import cirq
