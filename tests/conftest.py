@@ -164,12 +164,6 @@ def random_pauli_sum(rng, qubits, max_terms=3, identity_prob=0.2):
     return total
 
 
-def abs_coeff_sum(observable):
-    if hasattr(observable, "coeffs"):  # SparsePauliOp
-        return float(np.sum(np.abs(observable.coeffs)))
-    return float(sum(abs(s.coefficient) for s in cirq.PauliSum.wrap(observable)))
-
-
 def cirq_expectations(circuit, observables, symbols, values):
     """Reference <O_o> per row of values [B, S] with Cirq's complex128 simulator."""
     sim = cirq.Simulator(dtype=np.complex128)

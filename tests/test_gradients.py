@@ -77,6 +77,53 @@ def test_each_parametric_gate_family_gradient(circuit):
         np.testing.assert_allclose(grad, expected, atol=FD_TOL, err_msg=f"fuse={fuse}\n{circuit}")
 
 
+def _structured_circuit(kind):
+    """4-qubit circuits whose fused blocks are all real, mostly diagonal, or 3-qubit."""
+    a, b, c = sympy.symbols("a b c")
+    q = cirq.LineQubit.range(4)
+    rng = np.random.default_rng(1)
+    if kind == "real":  # Ry + CNOT + a real orthogonal matrix: real blocks
+        orth, _ = np.linalg.qr(rng.normal(size=(4, 4)))
+        layers = [[cirq.ry(s)(x) for s, x in zip([a, 2 * b, a * c, sympy.sin(c)], q)],
+                  [cirq.CNOT(q[0], q[1]), cirq.CNOT(q[2], q[3])],
+                  [cirq.ry(b - c)(q[1]), cirq.MatrixGate(orth)(q[1], q[2]), cirq.ry(a)(q[2])],
+                  [cirq.CNOT(q[1], q[2]), cirq.ry(c)(q[3]), cirq.X(q[0]), cirq.ry(-a)(q[0])]]
+    elif kind == "diagonal":  # long runs of diagonal gates between H layers
+        layers = [cirq.H.on_each(*q),
+                  [cirq.ZZPowGate(exponent=a)(q[0], q[1]), cirq.CZPowGate(exponent=b, global_shift=0.3)(q[2], q[3])],
+                  [cirq.rz(c)(q[0]), cirq.ZZPowGate(exponent=a * b)(q[1], q[2]), cirq.T(q[3])],
+                  [cirq.CCZPowGate(exponent=c)(q[0], q[1], q[2]), cirq.ZPowGate(exponent=a)(q[3])],
+                  [cirq.ControlledGate(cirq.rz(b), control_values=[0])(q[3], q[0]), cirq.S(q[1])],
+                  [cirq.DiagonalGate([0.1, 0.2, 0.3, 0.4])(q[1], q[2])],
+                  cirq.H.on_each(*q)]
+    else:  # 3-qubit gates next to each other, complex
+        layers = [cirq.H.on_each(*q),
+                  [cirq.CCXPowGate(exponent=a)(q[0], q[1], q[2]), cirq.rx(b)(q[3])],
+                  [cirq.ControlledGate(cirq.ISwapPowGate(exponent=b))(q[3], q[1], q[2]), cirq.S(q[0])],
+                  [cirq.FSimGate(theta=c, phi=a)(q[0], q[1]), cirq.PhasedXZGate(x_exponent=a, z_exponent=0.1,
+                                                                               axis_phase_exponent=c)(q[3])],
+                  [cirq.CSWAP(q[2], q[0], q[3]), cirq.HPowGate(exponent=b)(q[1])]]
+    return cirq.Circuit(layers), q
+
+
+@pytest.mark.parametrize("kind", ["real", "diagonal", "three_qubit"])
+def test_structured_circuit_gradients(kind):
+    circuit, q = _structured_circuit(kind)
+    rng = np.random.default_rng(8)
+    observables = [random_pauli_sum(rng, q, max_terms=4) for _ in range(3)] + [cirq.Z(q[0]) * cirq.Z(q[3])]
+    symbols = sorted(cirq.parameter_symbols(circuit), key=str)
+    values = rng.uniform(-np.pi, np.pi, size=(2, len(symbols)))
+    weights = rng.normal(size=(2, len(observables)))
+    expected_e = cirq_expectations(circuit, observables, symbols, values)
+    expected_g = _cirq_fd_grad(circuit, observables, symbols, values, weights)
+    for fuse in (1, 2, 3):
+        cc = qkeras_hybrid.compile_circuit(circuit, observables, max_fused_qubits=fuse)
+        for dtype, etol, gtol in ((tf.float64, 1e-10, FD_TOL), (tf.float32, 1e-5, 1e-4)):
+            e, g = _weighted_grad(cc, values, weights, dtype)
+            np.testing.assert_allclose(e, expected_e, atol=etol, err_msg=f"fuse={fuse} {dtype.name}")
+            np.testing.assert_allclose(g, expected_g, atol=gtol, err_msg=f"fuse={fuse} {dtype.name}")
+
+
 def test_per_observable_jacobian():
     """The full Jacobian [B, O, S], one observable at a time, against Cirq FD."""
     circuit, bare, observables, used, values, _ = _random_case(4)
@@ -103,21 +150,27 @@ def test_float32_gradient_close_to_float64():
 
 
 def test_large_state_gradient_parallel_paths_agree():
-    """14 qubits: batch 1 runs inside the state on the pool, a batch of 8 one sample per thread."""
+    """14 qubits: a batch of 1 or 3 runs inside the state on the pool (buffers reused
+    across samples), a batch of 9 one sample per thread; all agree, and with Cirq FD."""
     rng = np.random.default_rng(99)
     symbols = [sympy.Symbol("a"), sympy.Symbol("b")]
     circuit, bare, qubits = random_cirq_circuit(rng, 14, 30, symbols, nonlinear=False)
     observables = [random_pauli_sum(rng, qubits, max_terms=3) for _ in range(2)]
     used = sorted(cirq.parameter_symbols(bare), key=str)
-    values = rng.uniform(-3, 3, size=(1, len(used)))
-    weights = rng.normal(size=(1, 2))
-    cc = qkeras_hybrid.compile_circuit(circuit, observables)
-    e1, g1 = _weighted_grad(cc, values, weights)
-    e8, g8 = _weighted_grad(cc, np.repeat(values, 8, 0), np.repeat(weights, 8, 0))
-    np.testing.assert_allclose(e8, np.repeat(e1, 8, 0), atol=1e-12)
-    np.testing.assert_allclose(g8, np.repeat(g1, 8, 0), atol=1e-10)
-    np.testing.assert_allclose(e1, cirq_expectations(bare, observables, used, values), atol=1e-10)
-    np.testing.assert_allclose(g1, _cirq_fd_grad(bare, observables, used, values, weights), atol=FD_TOL)
+    values = rng.uniform(-3, 3, size=(3, len(used)))
+    weights = rng.normal(size=(3, 2))
+    for fuse in (2, 3):
+        cc = qkeras_hybrid.compile_circuit(circuit, observables, max_fused_qubits=fuse)
+        e3, g3 = _weighted_grad(cc, values, weights)
+        e1, g1 = _weighted_grad(cc, values[2:], weights[2:])
+        e9, g9 = _weighted_grad(cc, np.tile(values, (3, 1)), np.tile(weights, (3, 1)))
+        np.testing.assert_allclose(e1, e3[2:], atol=1e-12)
+        np.testing.assert_allclose(g1, g3[2:], atol=1e-10)
+        np.testing.assert_allclose(e9, np.tile(e3, (3, 1)), atol=1e-12)
+        np.testing.assert_allclose(g9, np.tile(g3, (3, 1)), atol=1e-10)
+        np.testing.assert_allclose(e1, cirq_expectations(bare, observables, used, values[2:]), atol=1e-10)
+        np.testing.assert_allclose(g1, _cirq_fd_grad(bare, observables, used, values[2:], weights[2:]),
+                                   atol=FD_TOL, err_msg=f"fuse={fuse}")
 
 
 # ------------------------------------------------------------- raw op

@@ -3,7 +3,6 @@
 import importlib.util
 import os
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -48,13 +47,14 @@ def test_model_is_the_textbook_network(demo):
 
 
 def test_short_training_classifies_held_out_digits(demo):
-    # 50 training images per digit, 3 epochs: the full demo (100 per digit,
-    # 10 epochs) reaches >= 99.6 % on 800 held-out digits for seeds 0-5.
+    # 50 training images per digit, 3 epochs: 97.5-100 % on these 200 held-out
+    # digits for seeds 0-7; the full demo (100 per digit, 10 epochs) reaches
+    # >= 99.6 % on 800 held-out digits for seeds 0-5.
     result = demo.train(seed=1, epochs=3, batch_size=16, train_per_class=50, test_per_class=100, verbose=0)
     assert result["test_accuracy"] >= 0.9, result["history"].history
     assert len(result["y_test"]) == 200
-    grads_reach_cnn = result["history"].history["loss"][-1] < result["history"].history["loss"][0]
-    assert grads_reach_cnn
+    losses = result["history"].history["loss"]
+    assert losses[-1] < losses[0]  # the gradient flows through the circuit into the CNN
 
 
 def test_main_writes_tensorboard_logs_and_a_working_saved_model(demo, tmp_path):
@@ -77,4 +77,3 @@ def test_classical_twin_has_the_same_trunk(demo):
     hybrid, classical = demo.build_model(quantum=True), demo.build_model(quantum=False)
     assert hybrid.count_params() == classical.count_params()
     assert not any(isinstance(layer, QuantumLayer) for layer in classical.layers)
-    keras.backend.clear_session()

@@ -289,6 +289,9 @@ def test_amplitude_embedding_expectations_and_gradients(n, num_features):
         np.testing.assert_allclose(grad[row], reference, atol=1e-6)
 
 
+LOSS_SCALE = 2.0**15
+
+
 @pytest.mark.parametrize("dtype", [tf.float32, tf.float64])
 def test_amplitude_embedding_gradients_at_zeros_are_finite(dtype):
     n, num_features = 3, 8
@@ -309,8 +312,9 @@ def test_amplitude_embedding_gradients_at_zeros_are_finite(dtype):
         xv = tf.Variable(x[None, :], dtype=dtype)
         with tf.GradientTape() as tape:
             values = compiled.expectation(xv, dtype=dtype)
-            loss = tf.reduce_sum(values * tf.constant(weights, dtype))
-        grad = tape.gradient(loss, xv).numpy()[0]
+            # Scaled like a mixed-precision loss: no intermediate may overflow.
+            loss = LOSS_SCALE * tf.reduce_sum(values * tf.constant(weights, dtype))
+        grad = tape.gradient(loss, xv).numpy()[0] / LOSS_SCALE
         assert np.all(np.isfinite(values.numpy())) and np.all(np.isfinite(grad)), (mask, grad)
         # Documented: features of an all-zero pair (a_2m, a_2m+1) get gradient 0.
         zero_pair = np.repeat(mask.reshape(-1, 2).all(axis=1), 2)

@@ -27,6 +27,10 @@ namespace errors = ::tensorflow::errors;
 // From this many qubits on, a small batch is simulated one sample at a time
 // with both cores working inside the state vector.
 constexpr int kIntraStateQubits = 14;
+// Up to this many qubits, kLanes samples share one simulator, interleaved so
+// that the kernels vectorize across samples.
+constexpr int kLaneQubits = 12;
+constexpr int kLanes = 8;
 
 static double PhysicalMemoryBytes() {
   const long pages = sysconf(_SC_PHYS_PAGES);
@@ -94,15 +98,29 @@ class ExpectationOpBase : public OpKernel {
     return true;
   }
 
-  // Runs fn(simulator, sample) for every sample, choosing the parallelism.
+  // Runs fn(simulator, first_sample, lanes, chunks, parallel) over the batch,
+  // choosing the parallelism: small states run kLanes samples per simulator
+  // in vectorized lanes; large ones one sample per simulator; a large state
+  // with a small batch puts all threads inside one state vector.
   template <typename Fn>
   void ForEachSample(OpKernelContext* c, const Program<T>& program,
                      int64_t batch, Fn fn) {
+    if (program.num_qubits <= kLaneQubits)
+      Run<Simulator<T, kLanes>>(c, program, batch, fn);
+    else
+      Run<Simulator<T, 1>>(c, program, batch, fn);
+  }
+
+ private:
+  template <typename Sim, typename Fn>
+  void Run(OpKernelContext* c, const Program<T>& program, int64_t batch, Fn fn) {
+    constexpr int W = Sim::kLanes;
     auto* pool = c->device()->tensorflow_cpu_worker_threads()->workers;
     const int threads = std::max(1, pool->NumThreads());
-    const bool intra = program.num_qubits >= kIntraStateQubits && batch < 2 * threads;
-    const double per_sim = Simulator<T>::BytesPerInstance(program.num_qubits);
-    const double sims = intra ? 1 : std::min<double>(threads, batch);
+    const int64_t units = (batch + W - 1) / W;  // groups of W samples
+    const bool intra = program.num_qubits >= kIntraStateQubits && units < 2 * threads;
+    const double per_sim = Sim::BytesPerInstance(program.num_qubits);
+    const double sims = intra ? 1 : std::min<double>(threads, units);
     if (per_sim * sims > 0.8 * PhysicalMemoryBytes()) {
       c->CtxFailure(__FILE__, __LINE__, errors::ResourceExhausted(
           "a state vector of " + std::to_string(program.num_qubits) +
@@ -110,6 +128,9 @@ class ExpectationOpBase : public OpKernel {
           " GiB, more than this machine's memory allows"));
       return;
     }
+    auto lanes_of = [batch](int64_t u) {
+      return static_cast<int>(std::min<int64_t>(W, batch - u * W));
+    };
     try {
       if (intra) {
         ParallelChunks parallel = [pool](int num_chunks,
@@ -119,20 +140,21 @@ class ExpectationOpBase : public OpKernel {
                               for (int64_t i = s; i < e; ++i) f(static_cast<int>(i));
                             });
         };
-        Simulator<T> sim(program);
-        for (int64_t b = 0; b < batch; ++b) fn(&sim, b, 2 * threads, parallel);
+        Sim sim(program);
+        for (int64_t u = 0; u < units; ++u)
+          fn(&sim, u * W, lanes_of(u), 2 * threads, parallel);
         return;
       }
-      // Cost of one sample in rough cycles: every block touches the state
-      // about dim times per amplitude, forward and back.
+      // Cost of one unit in rough cycles: every block touches each
+      // amplitude of each lane about dim times, forward and back.
       double cost = 0;
       for (const Block& blk : program.blocks) cost += 8.0 * blk.dim;
-      cost = cost * std::ldexp(1.0, program.num_qubits) + 1000.0;
-      pool->ParallelFor(batch, static_cast<int64_t>(std::min(cost, 1e12)),
+      cost = cost * W * std::ldexp(1.0, program.num_qubits) + 1000.0;
+      pool->ParallelFor(units, static_cast<int64_t>(std::min(cost, 1e12)),
                         [&](int64_t start, int64_t end) {
-                          Simulator<T> sim(program);  // buffers reused per shard
-                          for (int64_t b = start; b < end; ++b)
-                            fn(&sim, b, 1, RunSerially);
+                          Sim sim(program);  // buffers reused across the shard
+                          for (int64_t u = start; u < end; ++u)
+                            fn(&sim, u * W, lanes_of(u), 1, RunSerially);
                         });
     } catch (const std::bad_alloc&) {
       c->CtxFailure(__FILE__, __LINE__, errors::ResourceExhausted(
@@ -159,10 +181,10 @@ class ExpectationOp : public ExpectationOpBase<T> {
     const T* a = angles.flat<T>().data();
     T* e = out->flat<T>().data();
     this->ForEachSample(c, program, batch,
-                        [&](Simulator<T>* sim, int64_t b, int chunks,
+                        [&](auto* sim, int64_t b, int lanes, int chunks,
                             const ParallelChunks& parallel) {
-                          sim->Expectations(a + b * num_angles, e + b * num_obs,
-                                            chunks, parallel);
+                          sim->Expectations(a + b * num_angles, num_angles, lanes,
+                                            e + b * num_obs, chunks, parallel);
                         });
   }
 };
@@ -193,13 +215,13 @@ class ExpectationAdjointGradOp : public ExpectationOpBase<T> {
     const T* u = upstream.flat<T>().data();
     T* d = out->flat<T>().data();
     this->ForEachSample(c, program, batch,
-                        [&](Simulator<T>* sim, int64_t b, int chunks,
+                        [&](auto* sim, int64_t b, int lanes, int chunks,
                             const ParallelChunks& parallel) {
                           thread_local std::vector<double> grad;
-                          grad.assign(num_angles, 0.0);
-                          sim->Gradient(a + b * num_angles, u + b * num_obs,
-                                        grad.data(), chunks, parallel);
-                          for (int64_t i = 0; i < num_angles; ++i)
+                          grad.assign(lanes * num_angles, 0.0);
+                          sim->Gradient(a + b * num_angles, num_angles, lanes,
+                                        u + b * num_obs, grad.data(), chunks, parallel);
+                          for (int64_t i = 0; i < lanes * num_angles; ++i)
                             d[b * num_angles + i] = static_cast<T>(grad[i]);
                         });
   }

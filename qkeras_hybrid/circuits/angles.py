@@ -24,6 +24,20 @@ def _affine(expr, symbols):
     return np.array(coeffs), float(offset)
 
 
+def _symbolic_cse(exprs):
+    """sympy.cse keeping only subexpressions of symbols: a constant one
+    (e.g. 1/pi) would become a float32 TF tensor and clash with float64."""
+    replacements, reduced = sympy.cse(exprs)
+    kept, constants = [], {}
+    for sym, sub in replacements:
+        sub = sub.subs(constants)
+        if sub.free_symbols:
+            kept.append((sym, sub))
+        else:
+            constants[sym] = sub
+    return kept, [e.subs(constants) for e in reduced]
+
+
 class AngleMap:
     """Maps symbol values to the angle slots of a compiled program."""
 
@@ -32,17 +46,23 @@ class AngleMap:
         num_symbols, num_angles = len(self.symbols), len(exprs)
         self.weights = np.zeros((num_symbols, num_angles))
         self.offsets = np.zeros(num_angles)
-        self._nonlinear = []  # (slot, fn, symbol indices)
+        self._nonlinear_slots, nonlinear = [], []
         for slot, expr in enumerate(exprs):
             expr = sympy.sympify(expr)
             affine = _affine(expr, self.symbols)
             if affine is not None:
                 self.weights[:, slot], self.offsets[slot] = affine
-                continue
-            used = sorted(expr.free_symbols, key=lambda s: self.symbols.index(s))
-            fn = sympy.lambdify(used, expr, modules="tensorflow")
-            self._nonlinear.append((slot, fn, [self.symbols.index(s) for s in used]))
-        self.is_affine = not self._nonlinear
+            else:
+                self._nonlinear_slots.append(slot)
+                nonlinear.append(expr)
+        self.is_affine = not nonlinear
+        if nonlinear:
+            # One function for all, with common subexpressions computed once
+            # (amplitude encodings share most of theirs).
+            self._used = sorted(set().union(*[e.free_symbols for e in nonlinear]), key=self.symbols.index)
+            self._nonlinear_fn = sympy.lambdify(
+                self._used, nonlinear, modules="tensorflow", cse=_symbolic_cse, dummify=True
+            )
 
     @property
     def num_angles(self):
@@ -52,14 +72,12 @@ class AngleMap:
         values = tf.convert_to_tensor(values)
         dtype = values.dtype
         angles = tf.matmul(values, tf.constant(self.weights, dtype)) + tf.constant(self.offsets, dtype)
-        if not self._nonlinear:
+        if self.is_affine:
             return angles
         batch = tf.shape(values)[:1]
-        columns = []
-        for _, fn, idx in self._nonlinear:
-            col = fn(*[values[:, i] for i in idx])
-            columns.append(tf.broadcast_to(tf.cast(col, dtype), batch))
+        results = self._nonlinear_fn(*[values[:, self.symbols.index(s)] for s in self._used])
+        columns = [tf.broadcast_to(tf.cast(col, dtype), batch) for col in results]
         scatter = np.zeros((len(columns), self.num_angles))
-        for row, (slot, _, _) in enumerate(self._nonlinear):
+        for row, slot in enumerate(self._nonlinear_slots):
             scatter[row, slot] = 1.0
         return angles + tf.matmul(tf.stack(columns, axis=1), tf.constant(scatter, dtype))

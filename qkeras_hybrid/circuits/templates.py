@@ -205,8 +205,9 @@ def _leaf_angle(x, y):
     value to float precision unless |(x, y)| is below ~1e-10, never
     atan2(0, 0), and a gradient of exactly 0 at x = y = 0 instead of NaN.
     The factor is written as 1 - eps / (r2 + eps) rather than r2 / (r2 + eps)
-    so that sympy keeps it apart from y: the gradient of y * r2 / (r2 + eps)
-    at 0 overflows float32 on the way (1 / (sqrt(eps) * eps)).
+    so that sympy keeps it apart from y: at 0, TF's gradient of
+    (y * r2) / (r2 + eps) passes through upstream / (sqrt(eps) * eps), which
+    overflows float32 to inf (then inf * 0 = NaN) under loss scaling.
     """
     if _is_number(x) and _is_number(y):
         return 2.0 * math.atan2(_number(y), _number(x))
@@ -432,7 +433,7 @@ def strongly_entangling(qubits, depth, prefix="w", ranges=None):
     depth = _positive_int(depth, "depth")
     n = len(qubits)
     if ranges is None:
-        ranges = [1 for layer in range(depth)]
+        ranges = [(layer % (n - 1)) + 1 if n > 1 else 0 for layer in range(depth)]
     else:
         ranges = list(ranges)
         if len(ranges) != depth:
