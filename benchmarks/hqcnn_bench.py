@@ -139,8 +139,11 @@ def time_to_accuracy(quantum, data, batch_size, max_epochs, seed, warm):
     }
 
 
-def _loop_microseconds(fn, iterations=200, repeats=5):
-    """Median microseconds per iteration of `fn` run `iterations` times inside one tf.function."""
+def _loop_microseconds(fn, iterations=200, repeats=15):
+    """Microseconds per iteration of `fn` run `iterations` times inside one tf.function.
+
+    The best of `repeats` loops: the least disturbed by other processes.
+    """
 
     @tf.function
     def loop():
@@ -152,7 +155,7 @@ def _loop_microseconds(fn, iterations=200, repeats=5):
         start = time.perf_counter()
         loop().numpy()
         times.append(time.perf_counter() - start)
-    return 1e6 * statistics.median(times) / iterations
+    return 1e6 * min(times) / iterations
 
 
 def quantum_breakdown():

@@ -38,6 +38,21 @@ import numpy as np  # noqa: E402
 import sympy  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+
+def _early_threads(argv):
+    """--threads N must reach TF before anything initialises its context."""
+    for i, a in enumerate(argv):
+        value = a.split("=", 1)[1] if a.startswith("--threads=") else (
+            argv[i + 1] if a == "--threads" and i + 1 < len(argv) else None)
+        if value is not None:
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(int(value))
+            except ValueError:
+                pass  # argparse reports it
+
+
+_early_threads(sys.argv[1:])
+
 import cirq  # noqa: E402
 import tensorflow_quantum as tfq  # noqa: E402
 
@@ -538,8 +553,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     cases = parse_cases(args.cases)
 
-    if args.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    if args.threads and tf.config.threading.get_intra_op_parallelism_threads() != args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)  # main(argv) use
     threads = thread_info()
     load_before = os.getloadavg()
     meta = {

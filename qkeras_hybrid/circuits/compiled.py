@@ -131,7 +131,9 @@ class CompiledCircuit:
 
     def expectation(self, symbol_values, dtype=tf.float32):
         """<O_o> for each row of symbol values [B, S] -> [B, O]; differentiable."""
-        values = tf.convert_to_tensor(symbol_values, dtype=dtype)
+        values = tf.convert_to_tensor(symbol_values)
+        if values.dtype != dtype:
+            values = tf.cast(values, dtype)
         if values.shape.rank != 2 or (values.shape[1] is not None and values.shape[1] != len(self.symbols)):
             raise ValueError(
                 f"symbol_values must have shape [batch, {len(self.symbols)}] "
