@@ -263,7 +263,7 @@ def check_agreement(outputs, tol):
         "fwd_value": float(np.max(np.abs(outputs["tfq_fwd"] - outputs["ours_fwd"]))),
         "grad_value": float(np.max(np.abs(outputs["tfq_grad"][0] - outputs["ours_grad"][0]))),
         "grad": float(np.max(np.abs(outputs["tfq_grad"][1] - outputs["ours_grad"][1]))),
-        # TFQ's forward vs its own differentiable op, and ours likewise.
+        # Ours' forward op vs the values its forward+gradient function returns.
         "ours_fwd_vs_grad_value": float(
             np.max(np.abs(outputs["ours_fwd"] - outputs["ours_grad"][0]))
         ),

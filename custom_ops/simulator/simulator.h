@@ -325,64 +325,112 @@ class Simulator {
     return __builtin_popcountll(x & mask) & 1;
   }
 
+  // Diagonal Pauli terms whose Z mask lies in the low half of the qubits, or
+  // in the high half, are measured from marginal probabilities and applied
+  // from per-half tables: O(2^n + T 2^(n/2)) work instead of O(T 2^n).
+  int LowBits() const { return p_.num_qubits / 2; }
+  enum Half { kLow, kHigh, kMixed };
+  Half HalfOf(uint64_t z_mask) const {
+    const uint64_t low = (uint64_t{1} << LowBits()) - 1;
+    if ((z_mask & ~low) == 0) return kLow;
+    if ((z_mask & low) == 0) return kHigh;
+    return kMixed;
+  }
+
   // <phi| P |phi> = i^y sum_x conj(phi[x ^ xm]) (-1)^{|x & zm|} phi[x].
   void Measure(FP* expectations, int lanes, int num_chunks,
                const ParallelChunks& parallel) {
-    const size_t nd = p_.diagonal_terms.size();
-    const size_t no = p_.offdiagonal_terms.size();
+    const int h = LowBits();
+    const uint64_t nl = uint64_t{1} << h, nh = size_ >> h;
+    std::vector<const typename Program<FP>::Term*> mixed;
+    for (const auto& term : p_.diagonal_terms)
+      if (HalfOf(term.z_mask) == kMixed) mixed.push_back(&term);
+    const size_t nm = mixed.size(), no = p_.offdiagonal_terms.size();
     const FP* re = sr_.data();
     const FP* im = si_.data();
+    // Per chunk: low marginal [nl][W], sums of mixed and off-diagonal terms.
+    const size_t stride = (nl + nm + no) * W;
     std::vector<double>& partial = measure_partial_;
-    partial.assign(num_chunks * (nd + no) * W, 0.0);
+    partial.assign(num_chunks * stride, 0.0);
+    std::vector<double>& high = measure_high_;  // [nh][W], chunks write apart
+    high.assign(nh * W, 0.0);
     auto run = [&](int chunk) {
-      uint64_t x0, x1;
-      ChunkRange(size_, num_chunks, chunk, &x0, &x1);
-      double* acc = partial.data() + chunk * (nd + no) * W;
-      for (size_t t = 0; t < nd; ++t) {
-        const uint64_t zm = p_.diagonal_terms[t].z_mask;
-        FP sum[W] = {};
-        for (uint64_t x = x0; x < x1; ++x) {
-          const FP sign = Odd(x, zm) ? FP{-1} : FP{1};
+      uint64_t h0, h1;  // chunks split the high half
+      ChunkRange(nh, num_chunks, chunk, &h0, &h1);
+      double* low = partial.data() + chunk * stride;
+      double* acc = low + nl * W;
+      for (uint64_t xh = h0; xh < h1; ++xh) {
+        double row[W] = {};
+        for (uint64_t xl = 0; xl < nl; ++xl)
+          for (int s = 0; s < W; ++s) {
+            const uint64_t i = ((xh << h) | xl) * W + s;
+            const double prob = static_cast<double>(re[i]) * re[i] +
+                                static_cast<double>(im[i]) * im[i];
+            low[xl * W + s] += prob;
+            row[s] += prob;
+          }
+        for (int s = 0; s < W; ++s) high[xh * W + s] = row[s];
+      }
+      for (size_t t = 0; t < nm; ++t) {
+        double sum[W] = {};
+        for (uint64_t x = h0 << h; x < h1 << h; ++x) {
+          const double sign = Odd(x, mixed[t]->z_mask) ? -1.0 : 1.0;
           for (int s = 0; s < W; ++s) {
             const uint64_t i = x * W + s;
-            sum[s] += sign * (re[i] * re[i] + im[i] * im[i]);
+            sum[s] += sign * (static_cast<double>(re[i]) * re[i] +
+                              static_cast<double>(im[i]) * im[i]);
           }
         }
         for (int s = 0; s < W; ++s) acc[t * W + s] = sum[s];
       }
       for (size_t t = 0; t < no; ++t) {
         const auto& term = p_.offdiagonal_terms[t];
-        FP sum_re[W] = {}, sum_im[W] = {};
-        for (uint64_t x = x0; x < x1; ++x) {
-          const FP sign = Odd(x, term.z_mask) ? FP{-1} : FP{1};
+        double sum_re[W] = {}, sum_im[W] = {};
+        for (uint64_t x = h0 << h; x < h1 << h; ++x) {
+          const double sign = Odd(x, term.z_mask) ? -1.0 : 1.0;
           const uint64_t y = x ^ term.x_mask;
           for (int s = 0; s < W; ++s) {
             const uint64_t i = x * W + s, j = y * W + s;
-            sum_re[s] += sign * (re[j] * re[i] + im[j] * im[i]);
-            sum_im[s] += sign * (re[j] * im[i] - im[j] * re[i]);
+            sum_re[s] += sign * (static_cast<double>(re[j]) * re[i] + static_cast<double>(im[j]) * im[i]);
+            sum_im[s] += sign * (static_cast<double>(re[j]) * im[i] - static_cast<double>(im[j]) * re[i]);
           }
         }
         for (int s = 0; s < W; ++s)  // times i^y_phase, real part
-          acc[(nd + t) * W + s] = term.y_phase == 0   ? sum_re[s]
+          acc[(nm + t) * W + s] = term.y_phase == 0   ? sum_re[s]
                                   : term.y_phase == 1 ? -sum_im[s]
                                   : term.y_phase == 2 ? -sum_re[s]
                                                       : sum_im[s];
       }
     };
     if (num_chunks == 1) run(0); else parallel(num_chunks, run);
+    for (int c = 1; c < num_chunks; ++c)
+      for (size_t i = 0; i < stride; ++i) partial[i] += partial[c * stride + i];
+    const double* low = partial.data();
+    const double* acc = low + nl * W;
     const int num_obs = p_.num_observables;
     for (int s = 0; s < lanes; ++s) {
       std::vector<double>& out = measure_out_;
       out.assign(num_obs, 0.0);
-      for (int c = 0; c < num_chunks; ++c) {
-        const double* acc = partial.data() + c * (nd + no) * W;
-        for (size_t t = 0; t < nd; ++t)
-          out[p_.diagonal_terms[t].observable] +=
-              p_.diagonal_terms[t].coeff * acc[t * W + s];
-        for (size_t t = 0; t < no; ++t)
-          out[p_.offdiagonal_terms[t].observable] +=
-              p_.offdiagonal_terms[t].coeff * acc[(nd + t) * W + s];
+      size_t m = 0;
+      for (const auto& term : p_.diagonal_terms) {
+        double value = 0;
+        switch (HalfOf(term.z_mask)) {
+          case kLow:
+            for (uint64_t xl = 0; xl < nl; ++xl)
+              value += Odd(xl, term.z_mask) ? -low[xl * W + s] : low[xl * W + s];
+            break;
+          case kHigh:
+            for (uint64_t xh = 0; xh < nh; ++xh)
+              value += Odd(xh << h, term.z_mask) ? -high[xh * W + s] : high[xh * W + s];
+            break;
+          case kMixed:
+            value = acc[m++ * W + s];
+        }
+        out[term.observable] += term.coeff * value;
       }
+      for (size_t t = 0; t < no; ++t)
+        out[p_.offdiagonal_terms[t].observable] +=
+            p_.offdiagonal_terms[t].coeff * acc[(nm + t) * W + s];
       for (int o = 0; o < num_obs; ++o)
         expectations[s * num_obs + o] = static_cast<FP>(out[o]);
     }
@@ -400,18 +448,40 @@ class Simulator {
     auto weight = [&](const typename Program<FP>::Term& term, int s) {
       return s < lanes ? upstream[s * num_obs + term.observable] * term.coeff : FP{0};
     };
-    std::vector<FP>& diag_w = diagonal_weights_;
-    diag_w.resize(p_.diagonal_terms.size() * W);
-    for (size_t t = 0; t < p_.diagonal_terms.size(); ++t)
-      for (int s = 0; s < W; ++s) diag_w[t * W + s] = weight(p_.diagonal_terms[t], s);
+    // Diagonal part: w(x) = low_table[x_low] + high_table[x_high] + mixed.
+    const int h = LowBits();
+    const uint64_t nl = uint64_t{1} << h, nh = size_ >> h;
+    std::vector<FP>& low = weight_low_;
+    std::vector<FP>& high = weight_high_;
+    low.assign(nl * W, FP{0});
+    high.assign(nh * W, FP{0});
+    std::vector<FP>& mixed_w = diagonal_weights_;
+    std::vector<uint64_t>& mixed_z = mixed_masks_;
+    mixed_w.clear();
+    mixed_z.clear();
+    for (const auto& term : p_.diagonal_terms) {
+      const Half half = HalfOf(term.z_mask);
+      if (half == kMixed) mixed_z.push_back(term.z_mask);
+      for (int s = 0; s < W; ++s) {
+        const FP w = weight(term, s);
+        if (half == kLow)
+          for (uint64_t xl = 0; xl < nl; ++xl) low[xl * W + s] += Odd(xl, term.z_mask) ? -w : w;
+        else if (half == kHigh)
+          for (uint64_t xh = 0; xh < nh; ++xh) high[xh * W + s] += Odd(xh << h, term.z_mask) ? -w : w;
+        else
+          mixed_w.push_back(w);
+      }
+    }
     auto diagonal = [&](int chunk) {
       uint64_t x0, x1;
       ChunkRange(size_, num_chunks, chunk, &x0, &x1);
       for (uint64_t x = x0; x < x1; ++x) {
-        FP w[W] = {};
-        for (size_t t = 0; t < p_.diagonal_terms.size(); ++t) {
-          const FP sign = Odd(x, p_.diagonal_terms[t].z_mask) ? FP{-1} : FP{1};
-          for (int s = 0; s < W; ++s) w[s] += sign * diag_w[t * W + s];
+        FP w[W];
+        for (int s = 0; s < W; ++s)
+          w[s] = low[(x & (nl - 1)) * W + s] + high[(x >> h) * W + s];
+        for (size_t t = 0; t < mixed_z.size(); ++t) {
+          const FP sign = Odd(x, mixed_z[t]) ? FP{-1} : FP{1};
+          for (int s = 0; s < W; ++s) w[s] += sign * mixed_w[t * W + s];
         }
         for (int s = 0; s < W; ++s) {
           lre[x * W + s] = w[s] * re[x * W + s];
@@ -506,12 +576,50 @@ class Simulator {
                           angle_stride, lanes);
   }
 
-  // phi <- M^dagger phi, lambda <- M^dagger lambda and, with kWithR,
-  // R[i][j] += phi_before[i] conj(lambda_after[j]), all in one pass.
+  // phi <- M^dagger phi and lambda <- M^dagger lambda and, with kWithR,
+  // R[i][j] += phi_before[i] conj(lambda_after[j]), computed as M^dagger R'
+  // with R' = sum phi_after (x) conj(lambda_after) one row at a time, so that
+  // each loop keeps few accumulators and vectorizes.
   template <int K, bool kReal, bool kWithR>
   void BackwardDense(const Block& blk, const FP* m_re, const FP* m_im,
                      uint64_t g0, uint64_t g1, FP* r_re, FP* r_im) {
     constexpr int D = 1 << K;
+    FP* const state[4] = {sr_.data(), si_.data(), lr_.data(), li_.data()};
+    if constexpr (kWithR) {
+      FP pr[D * D * W], pi[D * D * W];  // R'
+      for (int i = 0; i < D; ++i) {
+        FP rr[D * W] = {}, ri[D * W] = {};
+        for (uint64_t g = g0; g < g1;) {
+          const uint64_t len = RunLength(blk, g, g1);
+          const uint64_t base = GroupBase(g, blk.sorted_qubits, K);
+          const FP* ar = state[0] + (base + blk.offsets[i]) * W;
+          const FP* ai = state[1] + (base + blk.offsets[i]) * W;
+          const FP* br[D];
+          const FP* bi[D];
+          for (int j = 0; j < D; ++j) {
+            br[j] = state[2] + (base + blk.offsets[j]) * W;
+            bi[j] = state[3] + (base + blk.offsets[j]) * W;
+          }
+          for (uint64_t t = 0; t < len; ++t)
+            for (int s = 0; s < W; ++s) {
+              const uint64_t x = t * W + s;
+              for (int j = 0; j < D; ++j) {
+                rr[j * W + s] += ar[x] * br[j][x] + ai[x] * bi[j][x];
+                ri[j * W + s] += ai[x] * br[j][x] - ar[x] * bi[j][x];
+              }
+            }
+          g += len;
+        }
+        std::copy(rr, rr + D * W, pr + i * D * W);
+        std::copy(ri, ri + D * W, pi + i * D * W);
+      }
+      FP qr[D * D * W], qi[D * D * W];
+      MatMul(m_re, m_im, pr, pi, D, true, qr, qi);
+      for (int i = 0; i < D * D * W; ++i) {
+        r_re[i] += qr[i];
+        r_im[i] += qi[i];
+      }
+    }
     FP hr[D * D * W], hi[D * D * W];  // M^dagger
     for (int i = 0; i < D; ++i)
       for (int j = 0; j < D; ++j)
@@ -519,71 +627,48 @@ class Simulator {
           hr[(i * D + j) * W + s] = m_re[(j * D + i) * W + s];
           hi[(i * D + j) * W + s] = kReal ? FP{0} : -m_im[(j * D + i) * W + s];
         }
-    FP rr[D * D * W] = {}, ri[D * D * W] = {};
-    FP* const state[4] = {sr_.data(), si_.data(), lr_.data(), li_.data()};
-    for (uint64_t g = g0; g < g1;) {
-      const uint64_t len = RunLength(blk, g, g1);
-      const uint64_t base = GroupBase(g, blk.sorted_qubits, K);
-      FP *sr[D], *si[D], *lr[D], *li[D];
-      for (int l = 0; l < D; ++l) {
-        const uint64_t off = (base + blk.offsets[l]) * W;
-        sr[l] = state[0] + off;
-        si[l] = state[1] + off;
-        lr[l] = state[2] + off;
-        li[l] = state[3] + off;
-      }
+    for (int v = 0; v < 2; ++v) {  // the state, then the co-state
+      FP* const re = state[2 * v];
+      FP* const im = state[2 * v + 1];
+      for (uint64_t g = g0; g < g1;) {
+        const uint64_t len = RunLength(blk, g, g1);
+        const uint64_t base = GroupBase(g, blk.sorted_qubits, K);
+        FP* pr[D];
+        FP* pi[D];
+        for (int l = 0; l < D; ++l) {
+          pr[l] = re + (base + blk.offsets[l]) * W;
+          pi[l] = im + (base + blk.offsets[l]) * W;
+        }
 #pragma GCC ivdep
-      for (uint64_t t = 0; t < len; ++t) {
+        for (uint64_t t = 0; t < len; ++t) {
 #pragma GCC ivdep
-        for (int s = 0; s < W; ++s) {
-          const uint64_t x = t * W + s;
-          FP ar[D], ai[D], br[D], bi[D];
-          for (int l = 0; l < D; ++l) {
-            ar[l] = sr[l][x];
-            ai[l] = si[l][x];
-            br[l] = lr[l][x];
-            bi[l] = li[l][x];
-          }
-          FP pr[D], pi[D];
-          for (int i = 0; i < D; ++i) {
-            FP xr = 0, xi = 0, yr = 0, yi = 0;
-            for (int j = 0; j < D; ++j) {
-              const FP ur = hr[(i * D + j) * W + s];
-              xr += ur * ar[j];
-              xi += ur * ai[j];
-              yr += ur * br[j];
-              yi += ur * bi[j];
-              if constexpr (!kReal) {
-                const FP ui = hi[(i * D + j) * W + s];
-                xr -= ui * ai[j];
-                xi += ui * ar[j];
-                yr -= ui * bi[j];
-                yi += ui * br[j];
-              }
+          for (int s = 0; s < W; ++s) {
+            const uint64_t x = t * W + s;
+            FP ar[D], ai[D];
+            for (int l = 0; l < D; ++l) {
+              ar[l] = pr[l][x];
+              ai[l] = pi[l][x];
             }
-            pr[i] = xr;
-            pi[i] = xi;
-            sr[i][x] = xr;
-            si[i][x] = xi;
-            lr[i][x] = yr;
-            li[i][x] = yi;
-          }
-          if constexpr (kWithR) {
-            for (int i = 0; i < D; ++i)
+            for (int i = 0; i < D; ++i) {
+              FP xr = 0, xi = 0;
               for (int j = 0; j < D; ++j) {
-                rr[(i * D + j) * W + s] += pr[i] * br[j] + pi[i] * bi[j];
-                ri[(i * D + j) * W + s] += pi[i] * br[j] - pr[i] * bi[j];
+                const FP ur = hr[(i * D + j) * W + s];
+                xr += ur * ar[j];
+                xi += ur * ai[j];
+                if constexpr (!kReal) {
+                  const FP ui = hi[(i * D + j) * W + s];
+                  xr -= ui * ai[j];
+                  xi += ui * ar[j];
+                }
               }
+              pr[i][x] = xr;
+              pi[i][x] = xi;
+            }
           }
         }
+        g += len;
       }
-      g += len;
     }
-    if constexpr (kWithR)
-      for (int i = 0; i < D * D * W; ++i) {
-        r_re[i] += rr[i];
-        r_im[i] += ri[i];
-      }
   }
 
   template <int K, bool kWithR>
@@ -689,8 +774,10 @@ class Simulator {
   // State and co-state, lanes interleaved, real and imaginary apart.
   std::vector<FP> sr_, si_, lr_, li_;
   // Scratch reused across samples and blocks: no allocation in the sweeps.
-  std::vector<double> measure_partial_, measure_out_;
-  std::vector<FP> diagonal_weights_, r_partial_re_, r_partial_im_;
+  std::vector<double> measure_partial_, measure_high_, measure_out_;
+  std::vector<FP> diagonal_weights_, weight_low_, weight_high_;
+  std::vector<FP> r_partial_re_, r_partial_im_;
+  std::vector<uint64_t> mixed_masks_;
   FP scratch_re_[64 * W], scratch_im_[64 * W];
 };
 

@@ -29,7 +29,7 @@ namespace errors = ::tensorflow::errors;
 constexpr int kIntraStateQubits = 14;
 // Up to this many qubits, kLanes samples share one simulator, interleaved so
 // that the kernels vectorize across samples.
-constexpr int kLaneQubits = 12;
+constexpr int kLaneQubits = 20;
 constexpr int kLanes = 8;
 
 static double PhysicalMemoryBytes() {
