@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <memory>
 #include <cmath>
 #include <new>
 #include <string>
@@ -12,6 +13,7 @@
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
 #include "tensorflow/core/lib/core/errors.h"
+#include "tensorflow/core/platform/mutex.h"
 #include "tensorflow/core/platform/threadpool.h"
 
 namespace qkh {
@@ -44,8 +46,10 @@ class ExpectationOpBase : public OpKernel {
   explicit ExpectationOpBase(OpKernelConstruction* c) : OpKernel(c) {}
 
  protected:
-  // Validates inputs 0..6 and decodes the program; false if it set an error.
-  bool Prepare(OpKernelContext* c, Program<T>* program) {
+  // Validates inputs 0..6 and returns the decoded program, or null after
+  // setting an error. A program is decoded and validated once and reused
+  // while the same program bytes come back (layers feed constants).
+  std::shared_ptr<const Program<T>> Prepare(OpKernelContext* c) {
     const Tensor& num_qubits = c->input(0);
     const Tensor& block_meta = c->input(1);
     const Tensor& gate_meta = c->input(2);
@@ -53,49 +57,65 @@ class ExpectationOpBase : public OpKernel {
     const Tensor& masks = c->input(4);
     const Tensor& coeffs = c->input(5);
     const Tensor& angles = c->input(6);
-    auto require = [&](bool ok, const std::string& msg) {
-      if (!ok) c->CtxFailure(__FILE__, __LINE__, errors::InvalidArgument(msg));
-      return ok;
+    auto fail = [c](const std::string& msg) {
+      c->CtxFailure(__FILE__, __LINE__, errors::InvalidArgument(msg));
+      return nullptr;
     };
-    if (!require(num_qubits.dims() == 0,
-                 "num_qubits must be a scalar, got shape " +
-                     num_qubits.shape().DebugString()) ||
-        !require(block_meta.dims() == 2 && block_meta.dim_size(1) == kBlockMetaWidth,
-                 "block_meta must have shape [num_blocks, 7], got " +
-                     block_meta.shape().DebugString()) ||
-        !require(gate_meta.dims() == 2 && gate_meta.dim_size(1) == kGateMetaWidth,
-                 "gate_meta must have shape [num_gates, 4], got " +
-                     gate_meta.shape().DebugString()) ||
-        !require(gate_data.dims() == 1, "gate_data must be a vector, got shape " +
-                                            gate_data.shape().DebugString()) ||
-        !require(masks.dims() == 3 && masks.dim_size(2) == 2,
-                 "pauli_masks must have shape [num_observables, num_terms, 2], got " +
-                     masks.shape().DebugString()) ||
-        !require(coeffs.dims() == 2 && coeffs.dim_size(0) == masks.dim_size(0) &&
-                     coeffs.dim_size(1) == masks.dim_size(1),
-                 "pauli_coeffs must have shape " +
-                     TensorShape({masks.dim_size(0), masks.dim_size(1)}).DebugString() +
-                     " to match pauli_masks, got " + coeffs.shape().DebugString()) ||
-        !require(angles.dims() == 2, "angles must have shape [batch, num_angles], got " +
-                                         angles.shape().DebugString())) {
-      return false;
+    if (num_qubits.dims() != 0)
+      return fail("num_qubits must be a scalar, got shape " + num_qubits.shape().DebugString());
+    if (block_meta.dims() != 2 || block_meta.dim_size(1) != kBlockMetaWidth)
+      return fail("block_meta must have shape [num_blocks, 7], got " +
+                  block_meta.shape().DebugString());
+    if (gate_meta.dims() != 2 || gate_meta.dim_size(1) != kGateMetaWidth)
+      return fail("gate_meta must have shape [num_gates, 4], got " +
+                  gate_meta.shape().DebugString());
+    if (gate_data.dims() != 1)
+      return fail("gate_data must be a vector, got shape " + gate_data.shape().DebugString());
+    if (masks.dims() != 3 || masks.dim_size(2) != 2)
+      return fail("pauli_masks must have shape [num_observables, num_terms, 2], got " +
+                  masks.shape().DebugString());
+    if (coeffs.dims() != 2 || coeffs.dim_size(0) != masks.dim_size(0) ||
+        coeffs.dim_size(1) != masks.dim_size(1))
+      return fail("pauli_coeffs must have shape " +
+                  TensorShape({masks.dim_size(0), masks.dim_size(1)}).DebugString() +
+                  " to match pauli_masks, got " + coeffs.shape().DebugString());
+    if (angles.dims() != 2)
+      return fail("angles must have shape [batch, num_angles], got " + angles.shape().DebugString());
+
+    std::string key;
+    for (int i = 0; i < 6; ++i) {
+      const Tensor& t = c->input(i);
+      for (int d = 0; d < t.dims(); ++d) key += std::to_string(t.dim_size(d)) + ",";
+      key += ";";
+      key.append(t.tensor_data().data(), t.tensor_data().size());
     }
-    const int n = num_qubits.scalar<int32_t>()();
-    const std::string error = DecodeProgram<T>(
-        n, block_meta.flat<int32_t>().data(), block_meta.dim_size(0),
-        gate_meta.flat<int32_t>().data(), gate_meta.dim_size(0),
-        gate_data.flat<double>().data(), gate_data.NumElements(),
-        masks.flat<int64_t>().data(), coeffs.flat<double>().data(),
-        masks.dim_size(0), masks.dim_size(1), angles.dim_size(1), program);
-    if (!require(error.empty(), error)) return false;
-    const auto a = angles.matrix<T>();
-    for (int64_t b = 0; b < angles.dim_size(0); ++b)
-      for (int64_t i = 0; i < angles.dim_size(1); ++i)
-        if (!std::isfinite(static_cast<double>(a(b, i))))
-          return require(false, "angles[" + std::to_string(b) + ", " +
-                                    std::to_string(i) + "] is not finite (" +
-                                    std::to_string(static_cast<double>(a(b, i))) + ")");
-    return true;
+    key += std::to_string(angles.dim_size(1));
+    std::shared_ptr<const Program<T>> program;
+    {
+      ::tensorflow::mutex_lock lock(mu_);
+      if (cached_program_ != nullptr && key == cached_key_) program = cached_program_;
+    }
+    if (program == nullptr) {
+      auto decoded = std::make_shared<Program<T>>();
+      const std::string error = DecodeProgram<T>(
+          num_qubits.scalar<int32_t>()(), block_meta.flat<int32_t>().data(),
+          block_meta.dim_size(0), gate_meta.flat<int32_t>().data(), gate_meta.dim_size(0),
+          gate_data.flat<double>().data(), gate_data.NumElements(),
+          masks.flat<int64_t>().data(), coeffs.flat<double>().data(), masks.dim_size(0),
+          masks.dim_size(1), angles.dim_size(1), decoded.get());
+      if (!error.empty()) return fail(error);
+      program = decoded;
+      ::tensorflow::mutex_lock lock(mu_);
+      cached_key_ = std::move(key);
+      cached_program_ = program;
+    }
+    const T* a = angles.flat<T>().data();
+    for (int64_t i = 0; i < angles.NumElements(); ++i)
+      if (!std::isfinite(static_cast<double>(a[i])))
+        return fail("angles[" + std::to_string(i / angles.dim_size(1)) + ", " +
+                    std::to_string(i % angles.dim_size(1)) + "] is not finite (" +
+                    std::to_string(static_cast<double>(a[i])) + ")");
+    return program;
   }
 
   // Runs fn(simulator, first_sample, lanes, chunks, parallel) over the batch,
@@ -112,6 +132,10 @@ class ExpectationOpBase : public OpKernel {
   }
 
  private:
+  ::tensorflow::mutex mu_;
+  std::string cached_key_ TF_GUARDED_BY(mu_);
+  std::shared_ptr<const Program<T>> cached_program_ TF_GUARDED_BY(mu_);
+
   template <typename Sim, typename Fn>
   void Run(OpKernelContext* c, const Program<T>& program, int64_t batch, Fn fn) {
     constexpr int W = Sim::kLanes;
@@ -145,17 +169,16 @@ class ExpectationOpBase : public OpKernel {
           fn(&sim, u * W, lanes_of(u), 2 * threads, parallel);
         return;
       }
-      // Cost of one unit in rough cycles: every block touches each
-      // amplitude of each lane about dim times, forward and back.
-      double cost = 0;
-      for (const Block& blk : program.blocks) cost += 8.0 * blk.dim;
-      cost = cost * W * std::ldexp(1.0, program.num_qubits) + 1000.0;
-      pool->ParallelFor(units, static_cast<int64_t>(std::min(cost, 1e12)),
-                        [&](int64_t start, int64_t end) {
-                          Sim sim(program);  // buffers reused across the shard
-                          for (int64_t u = start; u < end; ++u)
-                            fn(&sim, u * W, lanes_of(u), 1, RunSerially);
-                        });
+      // One shard per thread, so a call builds at most `threads` simulators
+      // (their buffers are then reused across the shard's samples).
+      const int64_t shards = std::min<int64_t>(threads, units);
+      pool->ParallelFor(shards, int64_t{1} << 40, [&](int64_t first, int64_t last) {
+        for (int64_t shard = first; shard < last; ++shard) {
+          Sim sim(program);
+          for (int64_t u = units * shard / shards; u < units * (shard + 1) / shards; ++u)
+            fn(&sim, u * W, lanes_of(u), 1, RunSerially);
+        }
+      });
     } catch (const std::bad_alloc&) {
       c->CtxFailure(__FILE__, __LINE__, errors::ResourceExhausted(
           "out of memory simulating " + std::to_string(program.num_qubits) +
@@ -170,8 +193,9 @@ class ExpectationOp : public ExpectationOpBase<T> {
   explicit ExpectationOp(OpKernelConstruction* c) : ExpectationOpBase<T>(c) {}
 
   void Compute(OpKernelContext* c) override {
-    Program<T> program;
-    if (!this->Prepare(c, &program)) return;
+    const std::shared_ptr<const Program<T>> shared = this->Prepare(c);
+    if (shared == nullptr) return;
+    const Program<T>& program = *shared;
     const Tensor& angles = c->input(6);
     const int64_t batch = angles.dim_size(0);
     const int64_t num_angles = angles.dim_size(1);
@@ -196,8 +220,9 @@ class ExpectationAdjointGradOp : public ExpectationOpBase<T> {
       : ExpectationOpBase<T>(c) {}
 
   void Compute(OpKernelContext* c) override {
-    Program<T> program;
-    if (!this->Prepare(c, &program)) return;
+    const std::shared_ptr<const Program<T>> shared = this->Prepare(c);
+    if (shared == nullptr) return;
+    const Program<T>& program = *shared;
     const Tensor& angles = c->input(6);
     const Tensor& upstream = c->input(7);
     const int64_t batch = angles.dim_size(0);

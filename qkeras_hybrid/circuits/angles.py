@@ -1,8 +1,10 @@
-"""Symbol values [B, S] -> gate angles [B, A] as plain, differentiable TF ops.
+"""Symbol values [B, S] -> gate angles [B, S + E] as plain, differentiable TF ops.
 
-Affine expressions (the common case: x, 2*x + w, theta/pi) become one matmul;
-any other sympy expression (sin(a), a*b, ...) is lambdified to TF, so TF's
-chain rule differentiates it.
+The first S angle slots are the symbol values themselves (the compiler folds
+c*s + d into the gate), so the common circuit needs no TF op at all. The E
+other expressions follow: affine ones (a + 2*b) as one matmul, any other sympy
+expression (sin(a), a*b, ...) lambdified to TF, so TF's chain rule
+differentiates it.
 """
 
 import numpy as np
@@ -65,11 +67,20 @@ class AngleMap:
             )
 
     @property
-    def num_angles(self):
+    def num_extra(self):
         return self.offsets.size
+
+    @property
+    def num_angles(self):
+        return len(self.symbols) + self.num_extra
 
     def __call__(self, values):
         values = tf.convert_to_tensor(values)
+        if self.num_extra == 0:
+            return values
+        return tf.concat([values, self._extra(values)], axis=1)
+
+    def _extra(self, values):
         dtype = values.dtype
         angles = tf.matmul(values, tf.constant(self.weights, dtype)) + tf.constant(self.offsets, dtype)
         if self.is_affine:
@@ -77,7 +88,7 @@ class AngleMap:
         batch = tf.shape(values)[:1]
         results = self._nonlinear_fn(*[values[:, self.symbols.index(s)] for s in self._used])
         columns = [tf.broadcast_to(tf.cast(col, dtype), batch) for col in results]
-        scatter = np.zeros((len(columns), self.num_angles))
+        scatter = np.zeros((len(columns), self.num_extra))
         for row, slot in enumerate(self._nonlinear_slots):
             scatter[row, slot] = 1.0
         return angles + tf.matmul(tf.stack(columns, axis=1), tf.constant(scatter, dtype))

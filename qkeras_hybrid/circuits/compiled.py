@@ -1,5 +1,7 @@
 """compile_circuit: a Cirq or Qiskit circuit + observables -> a runnable program."""
 
+import dataclasses
+
 import numpy as np
 import sympy
 import tensorflow as tf
@@ -9,7 +11,7 @@ import cirq
 from qkeras_hybrid import ops
 from qkeras_hybrid.circuits import cirq_compiler, observables as obs_lib, qiskit_compiler
 from qkeras_hybrid.circuits.angles import AngleMap
-from qkeras_hybrid.circuits.program import build_program
+from qkeras_hybrid.circuits.program import bind_angle, build_program
 
 
 def is_qiskit_circuit(circuit):
@@ -97,18 +99,19 @@ class CompiledCircuit:
         unknown = sorted(set(names) - {str(s) for s in known_symbols})
         if unknown:
             raise ValueError(f"Symbols {unknown} do not appear in the circuit")
-        self.program = build_program(self.num_qubits, primitives, terms, max_fused_qubits)
         by_name = {str(s): s for s in self.symbols}
-        exprs = []
-        for expr in self.program.angle_exprs:
-            free = {str(s) for s in expr.free_symbols}
-            missing = sorted(free - set(by_name))
-            if missing:
-                raise ValueError(
-                    f"Circuit symbols {missing} are not given values: add them to `symbols`"
-                )
-            exprs.append(expr.subs({s: by_name[str(s)] for s in expr.free_symbols}))
-        self.angle_map = AngleMap(exprs, self.symbols)
+        bound = []
+        for primitive in primitives:
+            if not primitive.is_constant:
+                free = {str(s) for s in primitive.angle.free_symbols}
+                missing = sorted(free - set(by_name))
+                if missing:
+                    raise ValueError(f"Circuit symbols {missing} are not given values: add them to `symbols`")
+                angle = primitive.angle.subs({s: by_name[str(s)] for s in primitive.angle.free_symbols})
+                primitive = dataclasses.replace(primitive, angle=angle)
+            bound.extend(bind_angle(primitive, self.symbols))
+        self.program = build_program(self.num_qubits, bound, terms, self.symbols, max_fused_qubits)
+        self.angle_map = AngleMap(self.program.angle_exprs, self.symbols)
         self.num_observables = len(observables)
         with tf.init_scope():  # eager constants, captured by any graph that uses them
             self._program_inputs = tuple(tf.constant(a) for a in self.program.as_tuple())

@@ -132,7 +132,7 @@ class ProgramTensors:
     gate_data: np.ndarray  # float64 [D]
     pauli_masks: np.ndarray  # int64 [O, T, 2]
     pauli_coeffs: np.ndarray  # float64 [O, T]
-    angle_exprs: List[sympy.Expr]
+    angle_exprs: List[sympy.Expr]  # of the slots after the symbols' own
 
     def as_tuple(self):
         return (
@@ -149,11 +149,43 @@ def _complex_to_flat(m):
     return np.stack([m.real, m.imag], axis=-1).reshape(-1)
 
 
-def build_program(num_qubits, primitives, observables, max_fused_qubits=None):
+def bind_angle(primitive, symbols):
+    """Rewrites a primitive so that the op reads a symbol's value directly.
+
+    exp(-i (c s + d) H) becomes the constant exp(-i d H) then exp(-i s (c H)):
+    the angle slot is then the symbol s itself. Other expressions (several
+    symbols, sin(s), ...) keep their expression and get slots of their own.
+    """
+    if primitive.is_constant:
+        return [primitive]
+    expr = primitive.angle
+    if not expr.free_symbols:
+        return [Primitive(qubits=primitive.qubits, matrix=primitive.unitary_at(float(expr)))]
+    if len(expr.free_symbols) == 1:
+        (symbol,) = expr.free_symbols
+        scale = sympy.diff(expr, symbol)
+        if symbol in symbols and not scale.free_symbols:
+            out = []
+            offset = float(expr.subs(symbol, 0))
+            if offset != 0.0:
+                out.append(Primitive(qubits=primitive.qubits, matrix=primitive.unitary_at(offset)))
+            out.append(
+                dataclasses.replace(primitive, eigenvalues=primitive.eigenvalues * float(scale), angle=symbol)
+            )
+            return out
+    return [primitive]
+
+
+def build_program(num_qubits, primitives, observables, symbols=(), max_fused_qubits=None):
     """Fuses `primitives` and flattens them with `observables`.
 
     observables: per observable, a list of (coeff, x_mask, z_mask).
+    Angle slots: slot i < len(symbols) is symbols[i]'s value; an exponential
+    whose angle is another expression gets a slot after those, and that
+    expression is listed in `angle_exprs`.
     """
+    symbols = list(symbols)
+    slot_of = {s: i for i, s in enumerate(symbols)}
     if max_fused_qubits is None:
         max_fused_qubits = 2 if num_qubits >= FUSE_TWO_QUBITS_FROM else 1
     if max_fused_qubits not in (1, 2, 3):
@@ -194,8 +226,11 @@ def build_program(num_qubits, primitives, observables, max_fused_qubits=None):
                     parts.append(np.array([eig]))
                     parts.append(_complex_to_flat(embed(proj, item.qubits, bq)))
                 flat = np.concatenate(parts)
-                gate_rows.append([EXPONENTIAL, len(angle_exprs), offset, len(item.eigenvalues)])
-                angle_exprs.append(item.angle)
+                slot = slot_of.get(item.angle)
+                if slot is None:
+                    slot = len(symbols) + len(angle_exprs)
+                    angle_exprs.append(item.angle)
+                gate_rows.append([EXPONENTIAL, slot, offset, len(item.eigenvalues)])
             data.append(flat)
             offset += flat.size
         padded = bq + [0] * (3 - len(bq))
