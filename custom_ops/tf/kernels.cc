@@ -13,6 +13,7 @@
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
 #include "tensorflow/core/lib/core/errors.h"
+#include "tensorflow/core/platform/blocking_counter.h"
 #include "tensorflow/core/platform/mutex.h"
 #include "tensorflow/core/platform/threadpool.h"
 
@@ -38,6 +39,25 @@ static double PhysicalMemoryBytes() {
   const long pages = sysconf(_SC_PHYS_PAGES);
   const long page = sysconf(_SC_PAGE_SIZE);
   return pages > 0 && page > 0 ? static_cast<double>(pages) * page : 8e9;
+}
+
+// Runs fn(0..n-1): n-1 tasks on the pool and one on the calling thread,
+// which then waits. (ParallelFor's cost model kept these coarse tasks on the
+// calling thread.)
+static void RunConcurrently(::tsl::thread::ThreadPool* pool, int n,
+                            const std::function<void(int)>& fn) {
+  if (n <= 1) {
+    if (n == 1) fn(0);
+    return;
+  }
+  ::tensorflow::BlockingCounter pending(n - 1);
+  for (int i = 1; i < n; ++i)
+    pool->Schedule([&fn, &pending, i] {
+      fn(i);
+      pending.DecrementCount();
+    });
+  fn(0);
+  pending.Wait();
 }
 
 template <typename T>
@@ -159,10 +179,7 @@ class ExpectationOpBase : public OpKernel {
       if (intra) {
         ParallelChunks parallel = [pool](int num_chunks,
                                          const std::function<void(int)>& f) {
-          pool->ParallelFor(num_chunks, int64_t{1} << 40,
-                            [&f](int64_t s, int64_t e) {
-                              for (int64_t i = s; i < e; ++i) f(static_cast<int>(i));
-                            });
+          RunConcurrently(pool, num_chunks, f);
         };
         Sim sim(program);
         for (int64_t u = 0; u < units; ++u)
@@ -172,12 +189,10 @@ class ExpectationOpBase : public OpKernel {
       // One shard per thread, so a call builds at most `threads` simulators
       // (their buffers are then reused across the shard's samples).
       const int64_t shards = std::min<int64_t>(threads, units);
-      pool->ParallelFor(shards, int64_t{1} << 40, [&](int64_t first, int64_t last) {
-        for (int64_t shard = first; shard < last; ++shard) {
-          Sim sim(program);
-          for (int64_t u = units * shard / shards; u < units * (shard + 1) / shards; ++u)
-            fn(&sim, u * W, lanes_of(u), 1, RunSerially);
-        }
+      RunConcurrently(pool, static_cast<int>(shards), [&](int shard) {
+        Sim sim(program);
+        for (int64_t u = units * shard / shards; u < units * (shard + 1) / shards; ++u)
+          fn(&sim, u * W, lanes_of(u), 1, RunSerially);
       });
     } catch (const std::bad_alloc&) {
       c->CtxFailure(__FILE__, __LINE__, errors::ResourceExhausted(
