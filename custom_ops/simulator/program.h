@@ -7,7 +7,9 @@
 //     A block acts on k (1..3) qubits; the first listed qubit is the most
 //     significant bit of the block's local index (Cirq's convention).
 //     kind 0 = dense, 1 = diagonal (every gate in it is diagonal),
-//     2 = real dense (its matrix is real for every angle, e.g. Ry and CNOT).
+//     2 = real dense (its matrix is real for every angle, e.g. Ry and CNOT),
+//     3 = real diagonal (constant and real, e.g. CZ). A circuit of real
+//     blocks measured by real Pauli terms keeps a real state throughout.
 //   gate_meta int32 [NG, 4]: type, angle_slot, data_offset, num_terms
 //     type 0 = constant: data holds a 2^k x 2^k complex matrix (re, im pairs).
 //     type 1 = exponential exp(-i * angle * H), H = sum_t eig_t * P_t: data
@@ -30,7 +32,7 @@ constexpr int kBlockMetaWidth = 7;
 constexpr int kGateMetaWidth = 4;
 constexpr int kMaxQubits = 62;  // masks are 64-bit; memory is checked apart
 
-enum BlockKind { kDense = 0, kDiagonal = 1, kRealDense = 2 };
+enum BlockKind { kDense = 0, kDiagonal = 1, kRealDense = 2, kRealDiagonal = 3 };
 enum GateType { kConstant = 0, kExponential = 1 };
 
 template <typename FP>
@@ -90,6 +92,9 @@ struct Program {
   };
   std::vector<Term> diagonal_terms;
   std::vector<Term> offdiagonal_terms;
+  // Every block is real and no term has an odd number of Y factors: the
+  // state and co-state stay real, and the kernels skip imaginary parts.
+  bool real_state = false;
 };
 
 inline std::string Str(int64_t v) { return std::to_string(v); }
@@ -146,7 +151,7 @@ std::string DecodeProgram(int64_t num_qubits, const int32_t* block_meta,
       blk.offsets[l] = off;
     }
     blk.kind = m[4];
-    if (blk.kind != kDense && blk.kind != kDiagonal && blk.kind != kRealDense)
+    if (blk.kind < kDense || blk.kind > kRealDiagonal)
       return where + ": unknown block kind " + Str(m[4]);
     blk.first_gate = m[5];
     blk.num_gates = m[6];
@@ -238,6 +243,12 @@ std::string DecodeProgram(int64_t num_qubits, const int32_t* block_meta,
           .push_back(term);
     }
   }
+  p->real_state = true;
+  for (const Block& blk : p->blocks)
+    if (blk.kind != kRealDense && blk.kind != kRealDiagonal) p->real_state = false;
+  for (const auto* terms : {&p->diagonal_terms, &p->offdiagonal_terms})
+    for (const auto& term : *terms)
+      if (term.y_phase % 2 != 0) p->real_state = false;
   return "";
 }
 

@@ -22,6 +22,7 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <type_traits>
 #include <vector>
 
 #include "program.h"
@@ -119,6 +120,10 @@ class Simulator {
   }
 
  private:
+  static bool IsDiagonal(const Block& blk) {
+    return blk.kind == kDiagonal || blk.kind == kRealDiagonal;
+  }
+
   // U = sum_t exp(-i angle eig_t) P_t for every exponential gate and lane,
   // then each block's product of its gates (the last gate leftmost).
   void BuildMatrices(const FP* angles, int64_t angle_stride, int lanes) {
@@ -159,7 +164,7 @@ class Simulator {
       for (int g = blk.first_gate + 1; g < blk.first_gate + blk.num_gates; ++g) {
         const FP* ur = gate_re_.data() + gate_offset_[g];
         const FP* ui = gate_im_.data() + gate_offset_[g];
-        if (blk.kind == kDiagonal) {
+        if (IsDiagonal(blk)) {
           for (int i = 0; i < dim; ++i) {
             const int e = (i * dim + i) * W;
             for (int s = 0; s < W; ++s) {
@@ -207,6 +212,32 @@ class Simulator {
     }
   }
 
+  template <int V>
+  using Int = std::integral_constant<int, V>;
+  template <bool V>
+  using Bool = std::integral_constant<bool, V>;
+
+  // Calls f(K, diagonal, real, imag) with the block's kernel parameters as
+  // compile-time constants; imag is false when the whole state stays real.
+  template <typename F>
+  void Dispatch(const Block& blk, F&& f) const {
+    auto with_k = [&](auto diagonal, auto real, auto imag) {
+      switch (blk.k) {
+        case 1: return f(Int<1>{}, diagonal, real, imag);
+        case 2: return f(Int<2>{}, diagonal, real, imag);
+        default: return f(Int<3>{}, diagonal, real, imag);
+      }
+    };
+    const bool real = blk.kind == kRealDense || blk.kind == kRealDiagonal;
+    if (IsDiagonal(blk)) {
+      if (p_.real_state) return with_k(Bool<true>{}, Bool<true>{}, Bool<false>{});
+      return with_k(Bool<true>{}, Bool<false>{}, Bool<true>{});
+    }
+    if (!real) return with_k(Bool<false>{}, Bool<false>{}, Bool<true>{});
+    if (p_.real_state) return with_k(Bool<false>{}, Bool<true>{}, Bool<false>{});
+    return with_k(Bool<false>{}, Bool<true>{}, Bool<true>{});
+  }
+
   void Forward(const FP* angles, int64_t angle_stride, int lanes,
                int num_chunks, const ParallelChunks& parallel) {
     EnsureState(&sr_, &si_);
@@ -222,24 +253,19 @@ class Simulator {
       auto run = [&](int chunk) {
         uint64_t g0, g1;
         ChunkRange(groups, num_chunks, chunk, &g0, &g1);
-        switch (blk.kind * 4 + blk.k) {
-          case kDiagonal * 4 + 1: return ForwardDiagonal<1>(blk, mr, mi, g0, g1);
-          case kDiagonal * 4 + 2: return ForwardDiagonal<2>(blk, mr, mi, g0, g1);
-          case kDiagonal * 4 + 3: return ForwardDiagonal<3>(blk, mr, mi, g0, g1);
-          case kRealDense * 4 + 1: return ForwardDense<1, true>(blk, mr, mi, g0, g1);
-          case kRealDense * 4 + 2: return ForwardDense<2, true>(blk, mr, mi, g0, g1);
-          case kRealDense * 4 + 3: return ForwardDense<3, true>(blk, mr, mi, g0, g1);
-          case kDense * 4 + 1: return ForwardDense<1, false>(blk, mr, mi, g0, g1);
-          case kDense * 4 + 2: return ForwardDense<2, false>(blk, mr, mi, g0, g1);
-          default: return ForwardDense<3, false>(blk, mr, mi, g0, g1);
-        }
+        Dispatch(blk, [&](auto k, auto diagonal, auto real, auto imag) {
+          if constexpr (diagonal)
+            ForwardDiagonal<k, imag>(blk, mr, mi, g0, g1);
+          else
+            ForwardDense<k, real, imag>(blk, mr, mi, g0, g1);
+        });
       };
       if (num_chunks == 1) run(0); else parallel(num_chunks, run);
     }
   }
 
   // v <- M v on every group; kReal: M has no imaginary part.
-  template <int K, bool kReal>
+  template <int K, bool kReal, bool kImag>
   void ForwardDense(const Block& blk, const FP* m_re, const FP* m_im,
                     uint64_t g0, uint64_t g1) {
     constexpr int D = 1 << K;
@@ -263,17 +289,17 @@ class Simulator {
 #pragma GCC ivdep
         for (int s = 0; s < W; ++s) {
           const uint64_t x = t * W + s;
-          FP vr[D], vi[D];
+          FP vr[D], vi[D] = {};
           for (int l = 0; l < D; ++l) {
             vr[l] = pr[l][x];
-            vi[l] = pi[l][x];
+            if constexpr (kImag) vi[l] = pi[l][x];
           }
           for (int r = 0; r < D; ++r) {
             FP ar = 0, ai = 0;
             for (int c = 0; c < D; ++c) {
               const FP u = mr[(r * D + c) * W + s];
               ar += u * vr[c];
-              ai += u * vi[c];
+              if constexpr (kImag) ai += u * vi[c];
               if constexpr (!kReal) {
                 const FP v = mi[(r * D + c) * W + s];
                 ar -= v * vi[c];
@@ -281,7 +307,7 @@ class Simulator {
               }
             }
             pr[r][x] = ar;
-            pi[r][x] = ai;
+            if constexpr (kImag) pi[r][x] = ai;
           }
         }
       }
@@ -289,7 +315,7 @@ class Simulator {
     }
   }
 
-  template <int K>
+  template <int K, bool kImag>
   void ForwardDiagonal(const Block& blk, const FP* m_re, const FP* m_im,
                        uint64_t g0, uint64_t g1) {
     constexpr int D = 1 << K;
@@ -312,9 +338,13 @@ class Simulator {
 #pragma GCC ivdep
           for (int s = 0; s < W; ++s) {
             const uint64_t x = t * W + s;
-            const FP a = pr[x], b = pi[x];
-            pr[x] = dr[l * W + s] * a - di[l * W + s] * b;
-            pi[x] = dr[l * W + s] * b + di[l * W + s] * a;
+            if constexpr (kImag) {
+              const FP a = pr[x], b = pi[x];
+              pr[x] = dr[l * W + s] * a - di[l * W + s] * b;
+              pi[x] = dr[l * W + s] * b + di[l * W + s] * a;
+            } else {  // a real state through a real diagonal
+              pr[x] = dr[l * W + s] * pr[x];
+            }
           }
       }
       g += len;
@@ -523,7 +553,7 @@ class Simulator {
     const FP* mr = block_re_.data() + block_offset_[b];
     const FP* mi = block_im_.data() + block_offset_[b];
     const uint64_t groups = size_ >> blk.k;
-    const int rsize = (blk.kind == kDiagonal ? dim : dim * dim) * W;
+    const int rsize = (IsDiagonal(blk) ? dim : dim * dim) * W;
     std::vector<FP>& pr = r_partial_re_;
     std::vector<FP>& pi = r_partial_im_;
     if (blk.has_angles) {
@@ -535,31 +565,19 @@ class Simulator {
       ChunkRange(groups, num_chunks, chunk, &g0, &g1);
       FP* rr = blk.has_angles ? pr.data() + chunk * rsize : nullptr;
       FP* ri = blk.has_angles ? pi.data() + chunk * rsize : nullptr;
-      const int kind = blk.kind == kDiagonal ? 0 : blk.kind == kRealDense ? 4 : 8;
-      if (rr == nullptr) {
-        switch (kind + blk.k) {
-          case 1: return BackwardDiagonal<1, false>(blk, mr, mi, g0, g1, rr, ri);
-          case 2: return BackwardDiagonal<2, false>(blk, mr, mi, g0, g1, rr, ri);
-          case 3: return BackwardDiagonal<3, false>(blk, mr, mi, g0, g1, rr, ri);
-          case 5: return BackwardDense<1, true, false>(blk, mr, mi, g0, g1, rr, ri);
-          case 6: return BackwardDense<2, true, false>(blk, mr, mi, g0, g1, rr, ri);
-          case 7: return BackwardDense<3, true, false>(blk, mr, mi, g0, g1, rr, ri);
-          case 9: return BackwardDense<1, false, false>(blk, mr, mi, g0, g1, rr, ri);
-          case 10: return BackwardDense<2, false, false>(blk, mr, mi, g0, g1, rr, ri);
-          default: return BackwardDense<3, false, false>(blk, mr, mi, g0, g1, rr, ri);
+      Dispatch(blk, [&](auto k, auto diagonal, auto real, auto imag) {
+        if (rr == nullptr) {
+          if constexpr (diagonal)
+            BackwardDiagonal<k, false, imag>(blk, mr, mi, g0, g1, rr, ri);
+          else
+            BackwardDense<k, real, false, imag>(blk, mr, mi, g0, g1, rr, ri);
+        } else {
+          if constexpr (diagonal)
+            BackwardDiagonal<k, true, imag>(blk, mr, mi, g0, g1, rr, ri);
+          else
+            BackwardDense<k, real, true, imag>(blk, mr, mi, g0, g1, rr, ri);
         }
-      }
-      switch (kind + blk.k) {
-        case 1: return BackwardDiagonal<1, true>(blk, mr, mi, g0, g1, rr, ri);
-        case 2: return BackwardDiagonal<2, true>(blk, mr, mi, g0, g1, rr, ri);
-        case 3: return BackwardDiagonal<3, true>(blk, mr, mi, g0, g1, rr, ri);
-        case 5: return BackwardDense<1, true, true>(blk, mr, mi, g0, g1, rr, ri);
-        case 6: return BackwardDense<2, true, true>(blk, mr, mi, g0, g1, rr, ri);
-        case 7: return BackwardDense<3, true, true>(blk, mr, mi, g0, g1, rr, ri);
-        case 9: return BackwardDense<1, false, true>(blk, mr, mi, g0, g1, rr, ri);
-        case 10: return BackwardDense<2, false, true>(blk, mr, mi, g0, g1, rr, ri);
-        default: return BackwardDense<3, false, true>(blk, mr, mi, g0, g1, rr, ri);
-      }
+      });
     };
     if (num_chunks == 1) run(0); else parallel(num_chunks, run);
     if (!blk.has_angles) return;
@@ -568,7 +586,7 @@ class Simulator {
         pr[i] += pr[c * rsize + i];
         pi[i] += pi[c * rsize + i];
       }
-    if (blk.kind == kDiagonal)
+    if (IsDiagonal(blk))
       DiagonalAngleGradients(blk, mr, mi, pr.data(), pi.data(), d_angles,
                              angle_stride, lanes);
     else
@@ -580,7 +598,7 @@ class Simulator {
   // R[i][j] += phi_before[i] conj(lambda_after[j]), computed as M^dagger R'
   // with R' = sum phi_after (x) conj(lambda_after) one row at a time, so that
   // each loop keeps few accumulators and vectorizes.
-  template <int K, bool kReal, bool kWithR>
+  template <int K, bool kReal, bool kWithR, bool kImag>
   void BackwardDense(const Block& blk, const FP* m_re, const FP* m_im,
                      uint64_t g0, uint64_t g1, FP* r_re, FP* r_im) {
     constexpr int D = 1 << K;
@@ -600,14 +618,25 @@ class Simulator {
             br[j] = state[2] + (base + blk.offsets[j]) * W;
             bi[j] = state[3] + (base + blk.offsets[j]) * W;
           }
-          for (uint64_t t = 0; t < len; ++t)
-            for (int s = 0; s < W; ++s) {
-              const uint64_t x = t * W + s;
-              for (int j = 0; j < D; ++j) {
-                rr[j * W + s] += ar[x] * br[j][x] + ai[x] * bi[j][x];
-                ri[j * W + s] += ai[x] * br[j][x] - ar[x] * bi[j][x];
+          for (int j = 0; j < D; ++j) {  // one simple dot product each
+            const FP* b_re = br[j];
+            const FP* b_im = bi[j];
+            FP acc_re[W] = {}, acc_im[W] = {};
+            for (uint64_t t = 0; t < len; ++t)
+              for (int s = 0; s < W; ++s) {
+                const uint64_t x = t * W + s;
+                if constexpr (kImag) {
+                  acc_re[s] += ar[x] * b_re[x] + ai[x] * b_im[x];
+                  acc_im[s] += ai[x] * b_re[x] - ar[x] * b_im[x];
+                } else {
+                  acc_re[s] += ar[x] * b_re[x];
+                }
               }
+            for (int s = 0; s < W; ++s) {
+              rr[j * W + s] += acc_re[s];
+              ri[j * W + s] += acc_im[s];
             }
+          }
           g += len;
         }
         std::copy(rr, rr + D * W, pr + i * D * W);
@@ -644,17 +673,17 @@ class Simulator {
 #pragma GCC ivdep
           for (int s = 0; s < W; ++s) {
             const uint64_t x = t * W + s;
-            FP ar[D], ai[D];
+            FP ar[D], ai[D] = {};
             for (int l = 0; l < D; ++l) {
               ar[l] = pr[l][x];
-              ai[l] = pi[l][x];
+              if constexpr (kImag) ai[l] = pi[l][x];
             }
             for (int i = 0; i < D; ++i) {
               FP xr = 0, xi = 0;
               for (int j = 0; j < D; ++j) {
                 const FP ur = hr[(i * D + j) * W + s];
                 xr += ur * ar[j];
-                xi += ur * ai[j];
+                if constexpr (kImag) xi += ur * ai[j];
                 if constexpr (!kReal) {
                   const FP ui = hi[(i * D + j) * W + s];
                   xr -= ui * ai[j];
@@ -662,7 +691,7 @@ class Simulator {
                 }
               }
               pr[i][x] = xr;
-              pi[i][x] = xi;
+              if constexpr (kImag) pi[i][x] = xi;
             }
           }
         }
@@ -671,7 +700,7 @@ class Simulator {
     }
   }
 
-  template <int K, bool kWithR>
+  template <int K, bool kWithR, bool kImag>
   void BackwardDiagonal(const Block& blk, const FP* m_re, const FP* m_im,
                         uint64_t g0, uint64_t g1, FP* r_re, FP* r_im) {
     constexpr int D = 1 << K;
@@ -694,12 +723,15 @@ class Simulator {
 #pragma GCC ivdep
           for (int s = 0; s < W; ++s) {
             const uint64_t x = t * W + s;
-            const FP a = sr[x], b = si[x], c = lr[x], d = li[x];
+            const FP a = sr[x], c = lr[x];
+            const FP b = kImag ? si[x] : FP{0}, d = kImag ? li[x] : FP{0};
             const FP pa = dr[s] * a - di[s] * b, pb = dr[s] * b + di[s] * a;
             sr[x] = pa;
-            si[x] = pb;
             lr[x] = dr[s] * c - di[s] * d;
-            li[x] = dr[s] * d + di[s] * c;
+            if constexpr (kImag) {
+              si[x] = pb;
+              li[x] = dr[s] * d + di[s] * c;
+            }
             if constexpr (kWithR) {  // phi_before conj(lambda_after)
               rr[s] += pa * c + pb * d;
               ri[s] += pb * c - pa * d;

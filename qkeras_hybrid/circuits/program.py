@@ -14,7 +14,7 @@ import sympy
 
 BLOCK_META_WIDTH = 7
 GATE_META_WIDTH = 4
-DENSE, DIAGONAL, REAL_DENSE = 0, 1, 2
+DENSE, DIAGONAL, REAL_DENSE, REAL_DIAGONAL = 0, 1, 2, 3
 CONSTANT, EXPONENTIAL = 0, 1
 MAX_GATE_QUBITS = 3
 # From this many qubits on, neighbouring gates are fused into 2-qubit blocks:
@@ -197,7 +197,7 @@ def build_program(num_qubits, primitives, observables, symbols=(), max_fused_qub
         bq = block.qubits
         dim = 2 ** len(bq)
         if all(g.is_diagonal() for g in block.gates):
-            kind = DIAGONAL
+            kind = REAL_DIAGONAL if all(g.is_real() for g in block.gates) else DIAGONAL
         elif all(g.is_real() for g in block.gates):
             kind = REAL_DENSE  # the op skips the imaginary parts of its matrix
         else:
