@@ -621,8 +621,10 @@ class Simulator {
           for (int j = 0; j < D; ++j) {  // one simple dot product each
             const FP* b_re = br[j];
             const FP* b_im = bi[j];
-            FP acc_re[W] = {}, acc_im[W] = {};
+            FP* acc_re = rr + j * W;
+            FP* acc_im = ri + j * W;
             for (uint64_t t = 0; t < len; ++t)
+#pragma GCC ivdep
               for (int s = 0; s < W; ++s) {
                 const uint64_t x = t * W + s;
                 if constexpr (kImag) {
@@ -632,10 +634,6 @@ class Simulator {
                   acc_re[s] += ar[x] * b_re[x];
                 }
               }
-            for (int s = 0; s < W; ++s) {
-              rr[j * W + s] += acc_re[s];
-              ri[j * W + s] += acc_im[s];
-            }
           }
           g += len;
         }
