@@ -20,7 +20,7 @@ MAX_GATE_QUBITS = 3
 # From this many qubits on, neighbouring gates are fused into 2-qubit blocks:
 # the state is large enough that fewer passes over it beat the cost of
 # building block matrices. Below it only runs on the same qubits are fused.
-FUSE_TWO_QUBITS_FROM = 10
+FUSE_TWO_QUBITS_FROM = 12
 
 
 @dataclasses.dataclass
