@@ -257,24 +257,23 @@ class Simulator {
           if constexpr (diagonal)
             ForwardDiagonal<k, imag>(blk, mr, mi, g0, g1);
           else
-            ForwardDense<k, real, imag>(blk, mr, mi, g0, g1);
+            ApplyDense<k, real, imag>(blk, mr, mi, sr_.data(), si_.data(), g0, g1);
         });
       };
       if (num_chunks == 1) run(0); else parallel(num_chunks, run);
     }
   }
 
-  // v <- M v on every group; kReal: M has no imaginary part.
+  // v <- M v on every group of (re, im); kReal: M has no imaginary part;
+  // !kImag: the vector is real and stays real.
   template <int K, bool kReal, bool kImag>
-  void ForwardDense(const Block& blk, const FP* m_re, const FP* m_im,
-                    uint64_t g0, uint64_t g1) {
+  static void ApplyDense(const Block& blk, const FP* m_re, const FP* m_im,
+                         FP* const re, FP* const im, uint64_t g0, uint64_t g1) {
     constexpr int D = 1 << K;
     // Local copies: the compiler knows state stores cannot alias them.
     FP mr[D * D * W], mi[D * D * W];
     std::copy(m_re, m_re + D * D * W, mr);
     if (!kReal) std::copy(m_im, m_im + D * D * W, mi);
-    FP* const re = sr_.data();
-    FP* const im = si_.data();
     for (uint64_t g = g0; g < g1;) {
       const uint64_t len = RunLength(blk, g, g1);
       const uint64_t base = GroupBase(g, blk.sorted_qubits, K);
@@ -654,48 +653,8 @@ class Simulator {
           hr[(i * D + j) * W + s] = m_re[(j * D + i) * W + s];
           hi[(i * D + j) * W + s] = kReal ? FP{0} : -m_im[(j * D + i) * W + s];
         }
-    for (int v = 0; v < 2; ++v) {  // the state, then the co-state
-      FP* const re = state[2 * v];
-      FP* const im = state[2 * v + 1];
-      for (uint64_t g = g0; g < g1;) {
-        const uint64_t len = RunLength(blk, g, g1);
-        const uint64_t base = GroupBase(g, blk.sorted_qubits, K);
-        FP* pr[D];
-        FP* pi[D];
-        for (int l = 0; l < D; ++l) {
-          pr[l] = re + (base + blk.offsets[l]) * W;
-          pi[l] = im + (base + blk.offsets[l]) * W;
-        }
-#pragma GCC ivdep
-        for (uint64_t t = 0; t < len; ++t) {
-#pragma GCC ivdep
-          for (int s = 0; s < W; ++s) {
-            const uint64_t x = t * W + s;
-            FP ar[D], ai[D] = {};
-            for (int l = 0; l < D; ++l) {
-              ar[l] = pr[l][x];
-              if constexpr (kImag) ai[l] = pi[l][x];
-            }
-            for (int i = 0; i < D; ++i) {
-              FP xr = 0, xi = 0;
-              for (int j = 0; j < D; ++j) {
-                const FP ur = hr[(i * D + j) * W + s];
-                xr += ur * ar[j];
-                if constexpr (kImag) xi += ur * ai[j];
-                if constexpr (!kReal) {
-                  const FP ui = hi[(i * D + j) * W + s];
-                  xr -= ui * ai[j];
-                  xi += ui * ar[j];
-                }
-              }
-              pr[i][x] = xr;
-              if constexpr (kImag) pi[i][x] = xi;
-            }
-          }
-        }
-        g += len;
-      }
-    }
+    ApplyDense<K, kReal, kImag>(blk, hr, hi, state[0], state[1], g0, g1);
+    ApplyDense<K, kReal, kImag>(blk, hr, hi, state[2], state[3], g0, g1);
   }
 
   template <int K, bool kWithR, bool kImag>
