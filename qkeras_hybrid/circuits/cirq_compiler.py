@@ -106,8 +106,3 @@ def lower_circuit(circuit, qubits):
     for op in circuit.all_operations():
         out.extend(lower_operation(op, index_of))
     return out
-
-
-def symbol_expr(value):
-    """A cirq/sympy parameter as a sympy expression."""
-    return sympy.sympify(value)
