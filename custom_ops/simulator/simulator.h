@@ -602,6 +602,10 @@ class Simulator {
                      uint64_t g0, uint64_t g1, FP* r_re, FP* r_im) {
     constexpr int D = 1 << K;
     FP* const state[4] = {sr_.data(), si_.data(), lr_.data(), li_.data()};
+    if constexpr (K == 1 && kWithR) {
+      // One qubit: R' fits in registers, so one fused pass does it all.
+      return BackwardOneQubit<kReal, kImag>(blk, m_re, m_im, g0, g1, r_re, r_im);
+    }
     if constexpr (kWithR) {
       FP pr[D * D * W], pi[D * D * W];  // R'
       for (int i = 0; i < D; ++i) {
@@ -655,6 +659,77 @@ class Simulator {
         }
     ApplyDense<K, kReal, kImag>(blk, hr, hi, state[0], state[1], g0, g1);
     ApplyDense<K, kReal, kImag>(blk, hr, hi, state[2], state[3], g0, g1);
+  }
+
+  // BackwardDense for a 1-qubit block in a single pass over the state:
+  // R' += phi_after (x) conj(lambda_after), then both un-applied by M^dagger.
+  template <bool kReal, bool kImag>
+  void BackwardOneQubit(const Block& blk, const FP* m_re, const FP* m_im,
+                        uint64_t g0, uint64_t g1, FP* r_re, FP* r_im) {
+    FP hr[4 * W], hi[4 * W];  // M^dagger
+    for (int i = 0; i < 2; ++i)
+      for (int j = 0; j < 2; ++j)
+        for (int s = 0; s < W; ++s) {
+          hr[(i * 2 + j) * W + s] = m_re[(j * 2 + i) * W + s];
+          hi[(i * 2 + j) * W + s] = kReal ? FP{0} : -m_im[(j * 2 + i) * W + s];
+        }
+    FP rr[4 * W] = {}, ri[4 * W] = {};
+    const uint64_t off = blk.offsets[1] * W;
+    for (uint64_t g = g0; g < g1;) {
+      const uint64_t len = RunLength(blk, g, g1);
+      const uint64_t base = GroupBase(g, blk.sorted_qubits, 1) * W;
+      FP* const ar = sr_.data() + base;
+      FP* const ai = si_.data() + base;
+      FP* const br = lr_.data() + base;
+      FP* const bi = li_.data() + base;
+      for (uint64_t t = 0; t < len; ++t)
+#pragma GCC ivdep
+        for (int s = 0; s < W; ++s) {
+          const uint64_t x0 = t * W + s, x1 = x0 + off;
+          const FP a0 = ar[x0], a1 = ar[x1], b0 = br[x0], b1 = br[x1];
+          const FP c0 = kImag ? ai[x0] : FP{0}, c1 = kImag ? ai[x1] : FP{0};
+          const FP d0 = kImag ? bi[x0] : FP{0}, d1 = kImag ? bi[x1] : FP{0};
+          rr[0 * W + s] += a0 * b0 + c0 * d0;
+          rr[1 * W + s] += a0 * b1 + c0 * d1;
+          rr[2 * W + s] += a1 * b0 + c1 * d0;
+          rr[3 * W + s] += a1 * b1 + c1 * d1;
+          if constexpr (kImag) {
+            ri[0 * W + s] += c0 * b0 - a0 * d0;
+            ri[1 * W + s] += c0 * b1 - a0 * d1;
+            ri[2 * W + s] += c1 * b0 - a1 * d0;
+            ri[3 * W + s] += c1 * b1 - a1 * d1;
+          }
+          const FP u00 = hr[0 * W + s], u01 = hr[1 * W + s], u10 = hr[2 * W + s], u11 = hr[3 * W + s];
+          ar[x0] = u00 * a0 + u01 * a1;
+          ar[x1] = u10 * a0 + u11 * a1;
+          br[x0] = u00 * b0 + u01 * b1;
+          br[x1] = u10 * b0 + u11 * b1;
+          if constexpr (kImag) {
+            ai[x0] = u00 * c0 + u01 * c1;
+            ai[x1] = u10 * c0 + u11 * c1;
+            bi[x0] = u00 * d0 + u01 * d1;
+            bi[x1] = u10 * d0 + u11 * d1;
+            if constexpr (!kReal) {
+              const FP v00 = hi[0 * W + s], v01 = hi[1 * W + s], v10 = hi[2 * W + s], v11 = hi[3 * W + s];
+              ar[x0] -= v00 * c0 + v01 * c1;
+              ar[x1] -= v10 * c0 + v11 * c1;
+              ai[x0] += v00 * a0 + v01 * a1;
+              ai[x1] += v10 * a0 + v11 * a1;
+              br[x0] -= v00 * d0 + v01 * d1;
+              br[x1] -= v10 * d0 + v11 * d1;
+              bi[x0] += v00 * b0 + v01 * b1;
+              bi[x1] += v10 * b0 + v11 * b1;
+            }
+          }
+        }
+      g += len;
+    }
+    FP qr[4 * W], qi[4 * W];
+    MatMul(m_re, m_im, rr, ri, 2, true, qr, qi);
+    for (int i = 0; i < 4 * W; ++i) {
+      r_re[i] += qr[i];
+      r_im[i] += qi[i];
+    }
   }
 
   template <int K, bool kWithR, bool kImag>
