@@ -209,3 +209,17 @@ def test_gradient_data_from_a_dataset(tmp_path):
 def test_invalid_arguments(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
         QuantumTensorBoard(str(tmp_path), **kwargs)
+
+
+def test_layer_without_weights_gets_its_circuit_but_no_weight_summaries(tmp_path):
+    q = cirq.LineQubit(0)
+    x = sympy.Symbol("x")
+    head = QuantumLayer(cirq.Circuit(cirq.H(q), cirq.ry(x)(q)), cirq.Z(q), input_symbols=[x], name="head")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1), head])
+    model.compile("adam", "mse")
+    xs, ys = data(16)
+    callback = QuantumTensorBoard(str(tmp_path), gradient_data=(xs, ys))
+    run_epochs(callback, model, epochs=1)
+    tags = load_run(callback.run_dir).Tags()["tensors"]
+    assert "head/circuit" in tags
+    assert not any(t.startswith("head/") and t != "head/circuit" for t in tags), tags

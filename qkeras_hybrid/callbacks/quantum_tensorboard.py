@@ -187,7 +187,13 @@ class QuantumTensorBoard(keras.callbacks.Callback):
             self._writer.flush()
 
     def on_epoch_end(self, epoch, logs=None):
-        layers = [(tag, layer) for tag, layer in self._quantum_layers() if self._is_built(tag, layer)]
+        # A layer without weights (only input symbols) has its circuit logged
+        # at train begin but no weights or gradients to show.
+        layers = [
+            (tag, layer)
+            for tag, layer in self._quantum_layers()
+            if self._is_built(tag, layer) and int(np.prod(layer.quantum_weights.shape)) > 0
+        ]
         if not layers or self._writer is None:
             return
         histograms = self.histogram_freq and epoch % self.histogram_freq == 0
