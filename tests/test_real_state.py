@@ -58,3 +58,4 @@ def test_real_state_path_matches_cirq_and_finite_differences(n, seed):
         d = np.zeros_like(values)
         d[idx] = eps
         assert grad[idx] == pytest.approx((f(values + d) - f(values - d)) / (2 * eps), abs=1e-6)
+

@@ -74,6 +74,15 @@ def lower_operation(op, index_of):
     if gate is not None and parameterized:
         if isinstance(gate, cirq.FSimGate):
             return _lower_fsim(gate, qubits)
+        diagonal = (cirq.DiagonalGate, cirq.TwoQubitDiagonalGate, cirq.ThreeQubitDiagonalGate)
+        if isinstance(gate, diagonal) and len(qubits) <= MAX_GATE_QUBITS:
+            # diag(e^{i a_k}): one exponential per basis state k (Cirq's own
+            # decomposition of ThreeQubitDiagonalGate misorders the qubits).
+            dim = 2 ** len(qubits)
+            return [
+                exponential(qubits, -np.diag(np.eye(dim)[k]), sympy.sympify(angle))
+                for k, angle in enumerate(gate._diag_angles_radians)
+            ]
         generator = _symbolic_generator(gate)
         if generator is not None and len(qubits) <= MAX_GATE_QUBITS:
             h, exponent = generator
