@@ -8,6 +8,7 @@ import sympy
 import tensorflow as tf
 
 import qkeras_hybrid
+from conftest import cirq_expectations
 
 
 
@@ -25,10 +26,5 @@ def test_symbolic_diagonal_gates_on_scattered_qubits_match_cirq(which):
     symbols = sorted(cirq.parameter_symbols(circuit), key=str)
     compiled = qkeras_hybrid.compile_circuit(circuit, observables, symbols=symbols)
     values = np.random.default_rng(which).uniform(-2, 2, size=(2, len(symbols)))
-    sim = cirq.Simulator(dtype=np.complex128)
-    expected = [
-        np.real(sim.simulate_expectation_values(
-            circuit, observables, cirq.ParamResolver(dict(zip(symbols, row))), qubit_order=q))
-        for row in values
-    ]
+    expected = cirq_expectations(circuit, observables, symbols, values)
     np.testing.assert_allclose(compiled.expectation(values, tf.float64), expected, atol=1e-10)

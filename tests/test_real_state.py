@@ -9,6 +9,7 @@ import sympy
 import tensorflow as tf
 
 import qkeras_hybrid
+from conftest import cirq_expectations
 
 
 def real_circuit(n, seed):
@@ -29,17 +30,12 @@ def real_circuit(n, seed):
 
 @pytest.mark.parametrize("n, seed", [(3, 0), (4, 1), (7, 2), (11, 3), (12, 4)])
 def test_real_state_path_matches_cirq_and_finite_differences(n, seed):
-    circuit, observables, symbols, qubits = real_circuit(n, seed)
+    circuit, observables, symbols, _ = real_circuit(n, seed)
     compiled = qkeras_hybrid.compile_circuit(circuit, observables, symbols=symbols)
     kinds = set(compiled.program.block_meta[:, 4].tolist())
     assert kinds <= {2, 3}, f"expected only real blocks, got kinds {kinds}"
     values = np.random.default_rng(seed).uniform(-2, 2, size=(3, len(symbols)))
-    sim = cirq.Simulator(dtype=np.complex128)
-    expected = [
-        np.real(sim.simulate_expectation_values(
-            circuit, observables, cirq.ParamResolver(dict(zip(symbols, row))), qubit_order=qubits))
-        for row in values
-    ]
+    expected = cirq_expectations(circuit, observables, symbols, values)
     np.testing.assert_allclose(compiled.expectation(values, tf.float64), expected, atol=1e-10)
     np.testing.assert_allclose(compiled.expectation(values, tf.float32), expected, atol=1e-5)
 
