@@ -1,6 +1,7 @@
 """Keras 3 quantum layers."""
 
 from qkeras_hybrid.layers.probabilities import ExpectationToProbabilities
+from qkeras_hybrid.layers.quantum_conv2d import QuantumConv2D
 from qkeras_hybrid.layers.quantum_layer import QuantumLayer
 
-__all__ = ["ExpectationToProbabilities", "QuantumLayer"]
+__all__ = ["ExpectationToProbabilities", "QuantumConv2D", "QuantumLayer"]
