@@ -1,0 +1,407 @@
+"""Runs a Qiskit circuit (or a black box) for batches of parameter values.
+
+One job per call: the forward pass of a batch is one PUB with a [B, P]
+parameter array, and the shifted parameter sets of a gradient one PUB of
+[2 G B, G] values (G parametric gate occurrences). Never a job per sample.
+
+Gradients. The circuit is translated once to a basis whose only parametric
+gates are Pauli rotations (rx, ry, rz, rxx, ryy, rzz, rzx), for which the
+parameter-shift rule is exact; each parametric gate occurrence gets its own
+parameter g_j = e_j(theta) (`e_j` the angle expression in the user's
+parameters), the rule differentiates the g_j and the chain rule with
+de_j/dtheta (sympy, vectorized over the batch) gives the user's gradient. So
+`2*theta`, a parameter used by several gates, `u`, `cp`, `cry` are all exact,
+as qiskit-algorithms' gradients do it.
+
+Primitives. Qiskit 2's V2 primitives only. With observables and
+`shots=None`: Aer's EstimatorV2 (exact expectation values). With `shots=N`:
+`BackendEstimatorV2` on the backend (default `AerSimulator`), which measures
+each commuting group of Pauli terms with N shots: real sampling, not
+Aer's Gaussian `precision` noise. Without observables the circuit's
+measurements are read by a sampler (`BackendSamplerV2`) and the value is the
+mean integer value of the measured bitstring (the Qiskit textbook's
+sum of state x probability).
+"""
+
+import math
+
+import numpy as np
+import sympy
+
+from qkeras_hybrid.circuits.qiskit_compiler import parameter_expr
+from qkeras_hybrid.differentiators import ParameterShift
+
+# Gates whose single parameter enters as exp(-i g P / 2), P a Pauli string.
+ROTATION_GATES = ("rx", "ry", "rz", "rxx", "ryy", "rzz", "rzx")
+FIXED_GATES = (
+    "id", "x", "y", "z", "h", "s", "sdg", "t", "tdg", "sx", "sxdg",
+    "cx", "cy", "cz", "swap", "ccx", "measure",
+)
+
+
+class BackendJobError(RuntimeError):
+    """A Qiskit job (or a black box's `run`) failed; the message names the cause."""
+
+
+class QiskitCircuitError(ValueError):
+    """The circuit cannot be run or differentiated as asked."""
+
+
+# ------------------------------------------------------------------ circuits
+
+
+def has_measurements(circuit):
+    return any(inst.operation.name == "measure" for inst in circuit.data)
+
+
+def final_measurements(circuit):
+    """{clbit index: qubit index} of the measurements, which must end the circuit.
+
+    Raises QiskitCircuitError for a mid-circuit measurement, a clbit
+    measured twice or classically controlled operations.
+    """
+    measured = {}
+    done_qubits, done_clbits = set(), set()
+    for inst in circuit.data:
+        name = inst.operation.name
+        qubits = [circuit.find_bit(q).index for q in inst.qubits]
+        clbits = [circuit.find_bit(c).index for c in inst.clbits]
+        if name == "barrier":
+            continue
+        if name == "measure":
+            (qubit,), (clbit,) = qubits, clbits
+            if clbit in measured or qubit in done_qubits:
+                raise QiskitCircuitError(
+                    f"Qubit {qubit} or clbit {clbit} is measured twice; only final measurements are supported here"
+                )
+            measured[clbit] = qubit
+            done_qubits.add(qubit)
+            done_clbits.add(clbit)
+            continue
+        touched = sorted(set(qubits) & done_qubits) + sorted(set(clbits) & done_clbits)
+        if touched or clbits:
+            raise QiskitCircuitError(
+                f"Instruction {name!r} acts after a measurement or on classical bits; "
+                "only circuits whose measurements come last are supported here"
+            )
+    return measured
+
+
+def bitstring_value_observable(circuit):
+    """The diagonal SparsePauliOp whose expectation is the mean integer value of the measured bits.
+
+    value = sum_k 2^k b_k and b_k = (1 - Z_q) / 2 for clbit k measured from qubit q.
+    """
+    from qiskit.quantum_info import SparsePauliOp
+
+    measured = final_measurements(circuit)
+    terms = [("", [], sum(2.0 ** (k - 1) for k in measured))]
+    terms += [("Z", [q], -(2.0 ** (k - 1))) for k, q in measured.items()]
+    return SparsePauliOp.from_sparse_list(terms, num_qubits=circuit.num_qubits).simplify()
+
+
+def _without_measurements(circuit):
+    out = circuit.copy_empty_like()
+    for inst in circuit.data:
+        if inst.operation.name != "measure":
+            out.append(inst)
+    return out
+
+
+def rotation_form(circuit):
+    """The circuit in Pauli-rotation form with one fresh parameter per parametric gate.
+
+    Returns (gate_circuit, gate_params, angle_exprs): `angle_exprs[j]` is
+    the sympy expression (in the user's parameter names) that gate
+    parameter `gate_params[j]` stands for.
+    """
+    from qiskit import transpile
+    from qiskit.circuit import ParameterVector
+
+    try:
+        translated = transpile(circuit, basis_gates=list(ROTATION_GATES + FIXED_GATES), optimization_level=0)
+    except Exception as e:
+        raise QiskitCircuitError(f"The circuit cannot be translated to Pauli rotations for the parameter shift: {e}") from e
+    parametric = [inst for inst in translated.data if _is_parametric(inst.operation)]
+    gate_params = ParameterVector("_qkh_g", len(parametric))
+    out = translated.copy_empty_like()
+    out.global_phase = 0.0  # a (parametric) global phase changes no expectation value
+    exprs = []
+    for inst in translated.data:
+        op = inst.operation
+        if _is_parametric(op):
+            if op.name not in ROTATION_GATES or len(op.params) != 1:
+                raise QiskitCircuitError(
+                    f"Gate {op.name!r} with parameters {op.params} has no exact parameter-shift rule "
+                    "(it did not translate to rx/ry/rz/rxx/ryy/rzz/rzx)"
+                )
+            exprs.append(parameter_expr(op.params[0]))
+            op = op.to_mutable()
+            op.params = [gate_params[len(exprs) - 1]]
+        out.append(op, inst.qubits, inst.clbits)
+    return out, list(gate_params), exprs
+
+
+def _is_parametric(op):
+    return any(getattr(p, "parameters", None) for p in op.params)
+
+
+class _AngleFunctions:
+    """Vectorized e_j(theta) and de_j/dtheta_k from sympy expressions."""
+
+    def __init__(self, exprs, names):
+        symbols = [sympy.Symbol(n) for n in names]
+        self.num_params = len(names)
+        self._angles = [sympy.lambdify(symbols, e, "numpy", dummify=True) for e in exprs]
+        self._derivatives = [
+            [(k, sympy.lambdify(symbols, d, "numpy", dummify=True)) for k, s in enumerate(symbols)
+             if (d := sympy.diff(e, s)) != 0]
+            for e in exprs
+        ]
+
+    def angles(self, values):
+        cols = list(values.T)
+        out = np.empty((values.shape[0], len(self._angles)))
+        for j, f in enumerate(self._angles):
+            out[:, j] = np.broadcast_to(np.asarray(f(*cols), dtype=np.float64), values.shape[:1])
+        return out
+
+    def jacobian(self, values):
+        cols = list(values.T)
+        out = np.zeros((values.shape[0], len(self._angles), self.num_params))
+        for j, derivatives in enumerate(self._derivatives):
+            for k, f in derivatives:
+                out[:, j, k] = np.broadcast_to(np.asarray(f(*cols), dtype=np.float64), values.shape[:1])
+        return out
+
+
+# ---------------------------------------------------------------- executors
+
+
+class _Executor:
+    """Common interface: `run(values [N, P]) -> [N, O]` and `vjp(values, upstream, differentiator)`."""
+
+    num_params = 0
+    num_outputs = 0
+
+    def _check_values(self, values):
+        values = np.asarray(values, dtype=np.float64)
+        if values.ndim != 2 or values.shape[1] != self.num_params:
+            raise ValueError(f"Expected parameter values of shape [batch, {self.num_params}], got {values.shape}")
+        if not np.all(np.isfinite(values)):
+            raise ValueError("Parameter values must be finite (got NaN or inf)")
+        return values
+
+    def vjp(self, values, upstream, differentiator):
+        """d(sum(upstream * run(values)))/d values, by central shifts of the values themselves."""
+        values = self._check_values(values)
+        if values.shape[0] == 0 or self.num_params == 0:
+            return np.zeros(values.shape)
+        return differentiator.vjp(self.run(differentiator.shifted_values(values)), upstream)
+
+
+class BlackBoxExecutor(_Executor):
+    """A VQNet-style black box: any object with `run(values [N, P]) -> [N, O]` (or [N]).
+
+    Its gradient shifts the values themselves: the parameter-shift rule is
+    exact only if each value enters like the angle of one Pauli rotation.
+    """
+
+    def __init__(self, box, num_params, num_outputs=None):
+        if not callable(getattr(box, "run", None)):
+            raise TypeError(f"A black box must have a run(values) method; got {type(box).__name__}")
+        self.box = box
+        self.num_params = int(num_params)
+        self.num_outputs = num_outputs
+
+    def run(self, values):
+        values = self._check_values(values)
+        try:
+            out = self.box.run(values.copy())
+        except Exception as e:
+            raise BackendJobError(f"The black box {type(self.box).__name__}.run failed: {type(e).__name__}: {e}") from e
+        out = np.asarray(out, dtype=np.float64)
+        if out.ndim == 1:
+            out = out[:, None]
+        if out.ndim != 2 or out.shape[0] != values.shape[0]:
+            raise BackendJobError(
+                f"The black box {type(self.box).__name__}.run returned shape {out.shape} for {values.shape[0]} "
+                "parameter sets; expected [sets] or [sets, outputs]"
+            )
+        if self.num_outputs is not None and out.shape[1] != self.num_outputs:
+            raise BackendJobError(
+                f"The black box {type(self.box).__name__}.run returned {out.shape[1]} outputs, expected {self.num_outputs}"
+            )
+        return out
+
+
+class QiskitExecutor(_Executor):
+    """A parameterized `QuantumCircuit` on a Qiskit backend or V2 primitive.
+
+    Args:
+      circuit: the `QuantumCircuit`.
+      observables: a list of `SparsePauliOp`, or None for a circuit with
+        measurements (the output is the mean integer value of the bitstring).
+      parameters: the circuit's `Parameter`s in the order of the value columns.
+      backend: a `BackendV2` (default `AerSimulator`). The circuit is
+        transpiled for it once (observables follow the layout).
+      estimator / sampler: a V2 primitive to run on instead.
+      shots: None for exact expectation values (Aer's estimator; needs
+        observables or final measurements), or the number of shots.
+      seed: seeds the simulator; each job draws its own seed from it, so a run
+        is reproducible and successive jobs are independent.
+    """
+
+    def __init__(self, circuit, observables, parameters, backend=None, estimator=None, sampler=None, shots=None,
+                 seed=None):
+        if shots is not None and (isinstance(shots, bool) or int(shots) != shots or shots < 1):
+            raise ValueError(f"shots must be None (exact) or a positive integer, got {shots!r}")
+        self.shots = None if shots is None else int(shots)
+        self.parameters = list(parameters)
+        self.num_params = len(self.parameters)
+        self.backend = backend
+        self._rng = np.random.default_rng(seed) if seed is not None else None
+        measuring = not observables
+        if measuring and not has_measurements(circuit):
+            raise QiskitCircuitError("Give observables, or a circuit with measurements (read as bitstring values)")
+        if measuring and (self.shots is None and sampler is None):
+            # Exact: the bitstring value is the expectation of a diagonal observable.
+            observables = [bitstring_value_observable(circuit)]
+            measuring = False
+        if measuring and self.shots is None:
+            raise ValueError("A sampler needs shots: pass shots=N")
+        if not measuring:
+            if observables and any(o.num_qubits != circuit.num_qubits for o in observables):
+                raise ValueError(
+                    f"Observables act on {[o.num_qubits for o in observables]} qubits, the circuit has {circuit.num_qubits}"
+                )
+            circuit = _without_measurements(circuit)
+        self.kind = "sampler" if measuring else "estimator"
+        self.observables = list(observables or [])
+        self.num_outputs = 1 if measuring else len(self.observables)
+        self.measured_clbits = sorted(final_measurements(circuit)) if measuring else []
+
+        gate_circuit, gate_params, exprs = rotation_form(circuit)
+        self.angle_functions = _AngleFunctions(exprs, [p.name for p in self.parameters])
+        self.num_gate_params = len(gate_params)
+        if backend is not None:
+            gate_circuit, self.observables = self._transpile(gate_circuit, backend, self.observables)
+        if list(gate_circuit.parameters) != gate_params:
+            raise QiskitCircuitError("Transpiling for the backend lost or reordered gate parameters")
+        self.gate_circuit = gate_circuit
+        self.primitive = self._make_primitive(estimator, sampler)
+
+    @staticmethod
+    def _transpile(circuit, backend, observables):
+        from qiskit.transpiler import generate_preset_pass_manager
+
+        try:
+            isa = generate_preset_pass_manager(optimization_level=0, backend=backend).run(circuit)
+        except Exception as e:
+            raise QiskitCircuitError(f"Transpiling the circuit for backend {backend_name(backend)!r} failed: {e}") from e
+        if isa.layout is None:
+            return isa, observables
+        return isa, [o.apply_layout(isa.layout) for o in observables]
+
+    def _make_primitive(self, estimator, sampler):
+        from qiskit.primitives import BackendEstimatorV2, BackendSamplerV2
+
+        if self.kind == "estimator":
+            if estimator is not None:
+                return estimator
+            if self.shots is None:
+                if self.backend is not None and not _is_aer(self.backend):
+                    raise ValueError(
+                        f"shots=None means exact expectation values, which backend {backend_name(self.backend)!r} "
+                        "cannot give: pass shots=N, or an exact estimator"
+                    )
+                from qiskit_aer.primitives import EstimatorV2 as AerEstimatorV2
+
+                if self.backend is None:
+                    return AerEstimatorV2()
+                return AerEstimatorV2(options={"backend_options": _aer_options(self.backend)})
+            precision = (1.0 + 1e-12) / math.sqrt(self.shots)  # BackendEstimatorV2 runs ceil(1/precision^2) shots
+            return BackendEstimatorV2(backend=self._backend(), options={"default_precision": precision})
+        if sampler is not None:
+            return sampler
+        return BackendSamplerV2(backend=self._backend(), options={"default_shots": self.shots})
+
+    def _backend(self):
+        if self.backend is None:
+            from qiskit_aer import AerSimulator
+
+            self.backend = AerSimulator()
+        return self.backend
+
+    # ---- running
+
+    def angles(self, values):
+        return self.angle_functions.angles(self._check_values(values))
+
+    def run(self, values):
+        return self.run_angles(self.angles(values))
+
+    def run_angles(self, angles):
+        """Runs the rotation-form circuit for gate angles [N, G] as one job -> [N, O]."""
+        angles = np.asarray(angles, dtype=np.float64)
+        if angles.shape[0] == 0:
+            return np.zeros((0, self.num_outputs))
+        if self._rng is not None and hasattr(self.primitive, "options") and hasattr(self.primitive.options, "seed_simulator"):
+            self.primitive.options.seed_simulator = int(self._rng.integers(2**31 - 1))
+        values = angles if self.num_gate_params else None
+        try:
+            if self.kind == "estimator":
+                observables = np.empty((1, len(self.observables)), dtype=object)
+                observables[0, :] = self.observables  # np.array() would iterate the operators
+                pub = (self.gate_circuit, observables, None if values is None else values[:, None, :])
+                kwargs = {} if self.shots is None else {"precision": (1.0 + 1e-12) / math.sqrt(self.shots)}
+                evs = np.asarray(self._result(pub, **kwargs).data.evs, dtype=np.float64)
+                if values is None:  # no parameters: the observables alone set the shape
+                    return np.repeat(evs.reshape(1, -1), angles.shape[0], axis=0)
+                return evs.reshape(angles.shape[0], -1)
+            pub = (self.gate_circuit, values)
+            kwargs = {} if self.shots is None else {"shots": self.shots}
+            data = self._result(pub, **kwargs).join_data()
+            bits = data.to_bool_array(order="little")  # [N, shots, clbits], clbit k at index k
+            if values is None:
+                bits = np.broadcast_to(bits, (angles.shape[0],) + bits.shape[-2:])
+            weights = 2.0 ** np.arange(bits.shape[-1])
+            return (bits.reshape(angles.shape[0], -1, bits.shape[-1]) @ weights).mean(axis=1)[:, None]
+        except BackendJobError:
+            raise
+        except Exception as e:
+            raise BackendJobError(
+                f"The {type(self.primitive).__name__} job on {backend_name(self.backend)!r} failed: "
+                f"{type(e).__name__}: {e}"
+            ) from e
+
+    def _result(self, pub, **kwargs):
+        return self.primitive.run([pub], **kwargs).result()[0]
+
+    def vjp(self, values, upstream, differentiator):
+        """Gradient of sum(upstream * run(values)) w.r.t. values [B, P]: one job of shifted sets."""
+        if not isinstance(differentiator, ParameterShift):
+            return super().vjp(values, upstream, differentiator)
+        values = self._check_values(values)
+        if values.shape[0] == 0 or self.num_gate_params == 0:
+            return np.zeros(values.shape)
+        angles = self.angle_functions.angles(values)
+        results = self.run_angles(differentiator.shifted_values(angles))
+        gate_vjp = differentiator.vjp(results, upstream)  # [B, G]
+        return np.einsum("bg,bgp->bp", gate_vjp, self.angle_functions.jacobian(values))
+
+
+def _is_aer(backend):
+    return type(backend).__module__.startswith("qiskit_aer")
+
+
+def _aer_options(backend):
+    method = getattr(backend.options, "method", "automatic")
+    return {"method": method}
+
+
+def backend_name(backend):
+    if backend is None:
+        return "aer_simulator"
+    name = getattr(backend, "name", None)
+    return name() if callable(name) else (name or type(backend).__name__)
