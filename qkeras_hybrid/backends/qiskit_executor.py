@@ -405,3 +405,90 @@ def backend_name(backend):
         return "aer_simulator"
     name = getattr(backend, "name", None)
     return name() if callable(name) else (name or type(backend).__name__)
+
+
+# ------------------------------------------------------------ configuration
+#
+# Backends and primitives are stored by name and options. Aer's and Qiskit's
+# reference ones are rebuilt at load time; any other must be registered with
+# `register_backend(name, factory)` in the loading process, otherwise loading
+# raises an error that says so (a device handle cannot be stored in a file).
+
+_FACTORIES = {}
+
+
+def register_backend(name, factory):
+    """Makes `name` (a backend's `.name` or a primitive's class name) loadable: `factory()` rebuilds it."""
+    if not callable(factory):
+        raise TypeError(f"factory for {name!r} must be callable, got {factory!r}")
+    _FACTORIES[name] = factory
+
+
+def backend_to_config(backend):
+    if backend is None:
+        return None
+    config = {"name": backend_name(backend), "class": type(backend).__name__}
+    if _is_aer(backend):
+        config["options"] = _aer_options(backend)
+    return config
+
+
+def backend_from_config(config):
+    if config is None or not isinstance(config, dict):
+        return config  # None, or already a backend
+    if config["name"] in _FACTORIES:
+        return _FACTORIES[config["name"]]()
+    if config["class"] == "AerSimulator":
+        from qiskit_aer import AerSimulator
+
+        return AerSimulator(**config.get("options", {}))
+    raise ValueError(
+        f"Cannot rebuild Qiskit backend {config['name']!r} ({config['class']}) from a saved config: call "
+        f"qkeras_hybrid.backends.qiskit_executor.register_backend({config['name']!r}, factory) before loading"
+    )
+
+
+_REFERENCE_PRIMITIVES = {
+    "qiskit_aer.primitives.EstimatorV2": ("qiskit_aer.primitives", "EstimatorV2"),
+    "qiskit_aer.primitives.SamplerV2": ("qiskit_aer.primitives", "SamplerV2"),
+    "qiskit.primitives.StatevectorEstimator": ("qiskit.primitives", "StatevectorEstimator"),
+    "qiskit.primitives.StatevectorSampler": ("qiskit.primitives", "StatevectorSampler"),
+}
+
+
+def _primitive_class_name(primitive):
+    module = type(primitive).__module__
+    for prefix in ("qiskit_aer.primitives", "qiskit.primitives"):
+        if module.startswith(prefix):
+            return f"{prefix}.{type(primitive).__name__}"
+    return f"{module}.{type(primitive).__qualname__}"
+
+
+def primitive_to_config(primitive):
+    if primitive is None:
+        return None
+    config = {"class": _primitive_class_name(primitive)}
+    if config["class"] in ("qiskit.primitives.BackendEstimatorV2", "qiskit.primitives.BackendSamplerV2"):
+        config["backend"] = backend_to_config(primitive.backend)
+    return config
+
+
+def primitive_from_config(config):
+    if config is None or not isinstance(config, dict):
+        return config
+    name = config["class"]
+    if name in _FACTORIES:
+        return _FACTORIES[name]()
+    if name in _REFERENCE_PRIMITIVES:
+        import importlib
+
+        module, cls = _REFERENCE_PRIMITIVES[name]
+        return getattr(importlib.import_module(module), cls)()
+    if name in ("qiskit.primitives.BackendEstimatorV2", "qiskit.primitives.BackendSamplerV2"):
+        from qiskit import primitives
+
+        return getattr(primitives, name.rsplit(".", 1)[1])(backend=backend_from_config(config["backend"]))
+    raise ValueError(
+        f"Cannot rebuild the Qiskit primitive {name} from a saved config: call "
+        f"qkeras_hybrid.backends.qiskit_executor.register_backend({name!r}, factory) before loading"
+    )
