@@ -102,21 +102,38 @@ class Simulator {
 
   // Expectations of `lanes` <= W samples: row s of angles (stride
   // angle_stride) gives row s of expectations (stride num_observables).
+  // The circuit starts from |0...0> unless `initial` is given: lane s then
+  // starts from initial + s * 2 * 2^n (2^n real parts, then 2^n imaginary
+  // parts; bit q of an amplitude's index is qubit q).
   void Expectations(const FP* angles, int64_t angle_stride, int lanes,
                     FP* expectations, int num_chunks,
-                    const ParallelChunks& parallel) {
-    Forward(angles, angle_stride, lanes, num_chunks, parallel);
+                    const ParallelChunks& parallel,
+                    const FP* initial = nullptr) {
+    Forward(angles, angle_stride, lanes, num_chunks, parallel, initial);
     Measure(expectations, lanes, num_chunks, parallel);
   }
 
-  // d_angles[s][a] += d(sum_o upstream[s][o] <O_o>)/d angles[s][a].
+  // d_angles[s][a] += d(sum_o upstream[s][o] <O_o>)/d angles[s][a]; with an
+  // initial state, d_initial (same layout) receives the derivatives with
+  // respect to its real and imaginary parts.
   void Gradient(const FP* angles, int64_t angle_stride, int lanes,
                 const FP* upstream, double* d_angles, int num_chunks,
-                const ParallelChunks& parallel) {
-    Forward(angles, angle_stride, lanes, num_chunks, parallel);
+                const ParallelChunks& parallel, const FP* initial = nullptr,
+                FP* d_initial = nullptr) {
+    Forward(angles, angle_stride, lanes, num_chunks, parallel, initial);
     ApplyObservables(upstream, lanes, num_chunks, parallel);
     for (int b = static_cast<int>(p_.blocks.size()) - 1; b >= 0; --b)
       BackwardBlock(b, d_angles, angle_stride, lanes, num_chunks, parallel);
+    if (d_initial == nullptr) return;
+    // The co-state is now A psi with A = U^dagger O U, and
+    // <psi|A|psi> has gradient 2 Re(A psi), 2 Im(A psi) in (Re psi, Im psi).
+    for (int s = 0; s < lanes; ++s) {
+      FP* out = d_initial + s * 2 * size_;
+      for (uint64_t x = 0; x < size_; ++x) {
+        out[x] = 2 * lr_[x * W + s];
+        out[size_ + x] = real_state_ ? FP{0} : 2 * li_[x * W + s];
+      }
+    }
   }
 
  private:
@@ -230,20 +247,33 @@ class Simulator {
     };
     const bool real = blk.kind == kRealDense || blk.kind == kRealDiagonal;
     if (IsDiagonal(blk)) {
-      if (p_.real_state) return with_k(Bool<true>{}, Bool<true>{}, Bool<false>{});
+      if (real_state_) return with_k(Bool<true>{}, Bool<true>{}, Bool<false>{});
       return with_k(Bool<true>{}, Bool<false>{}, Bool<true>{});
     }
     if (!real) return with_k(Bool<false>{}, Bool<false>{}, Bool<true>{});
-    if (p_.real_state) return with_k(Bool<false>{}, Bool<true>{}, Bool<false>{});
+    if (real_state_) return with_k(Bool<false>{}, Bool<true>{}, Bool<false>{});
     return with_k(Bool<false>{}, Bool<true>{}, Bool<true>{});
   }
 
   void Forward(const FP* angles, int64_t angle_stride, int lanes,
-               int num_chunks, const ParallelChunks& parallel) {
+               int num_chunks, const ParallelChunks& parallel,
+               const FP* initial) {
     EnsureState(&sr_, &si_);
-    std::fill(sr_.begin(), sr_.end(), FP{0});
-    std::fill(si_.begin(), si_.end(), FP{0});
-    for (int s = 0; s < W; ++s) sr_[s] = 1;
+    real_state_ = p_.real_state;
+    if (initial == nullptr) {
+      std::fill(sr_.begin(), sr_.end(), FP{0});
+      std::fill(si_.begin(), si_.end(), FP{0});
+      for (int s = 0; s < W; ++s) sr_[s] = 1;
+    } else {
+      for (int s = 0; s < W; ++s) {  // padding lanes repeat lane 0
+        const FP* in = initial + (s < lanes ? s : 0) * 2 * size_;
+        for (uint64_t x = 0; x < size_; ++x) {
+          sr_[x * W + s] = in[x];
+          si_[x * W + s] = in[size_ + x];
+          if (in[size_ + x] != 0) real_state_ = false;
+        }
+      }
+    }
     BuildMatrices(angles, angle_stride, lanes);
     for (size_t b = 0; b < p_.blocks.size(); ++b) {
       const Block& blk = p_.blocks[b];
@@ -837,6 +867,8 @@ class Simulator {
   std::vector<FP> block_re_, block_im_, gate_re_, gate_im_;
   // State and co-state, lanes interleaved, real and imaginary apart.
   std::vector<FP> sr_, si_, lr_, li_;
+  // This sweep keeps the state real: a real program from a real start.
+  bool real_state_ = false;
   // Scratch reused across samples and blocks: no allocation in the sweeps.
   std::vector<double> measure_partial_, measure_high_, measure_out_;
   std::vector<FP> diagonal_weights_, weight_low_, weight_high_;

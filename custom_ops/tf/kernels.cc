@@ -66,17 +66,18 @@ class ExpectationOpBase : public OpKernel {
   explicit ExpectationOpBase(OpKernelConstruction* c) : OpKernel(c) {}
 
  protected:
-  // Validates inputs 0..6 and returns the decoded program, or null after
-  // setting an error. A program is decoded and validated once and reused
-  // while the same program bytes come back (layers feed constants).
-  std::shared_ptr<const Program<T>> Prepare(OpKernelContext* c) {
+  // Validates the program inputs 0..5 and the angles (input angles_input) and
+  // returns the decoded program, or null after setting an error. A program
+  // is decoded and validated once and reused while the same program bytes
+  // come back (layers feed constants).
+  std::shared_ptr<const Program<T>> Prepare(OpKernelContext* c, int angles_input = 6) {
     const Tensor& num_qubits = c->input(0);
     const Tensor& block_meta = c->input(1);
     const Tensor& gate_meta = c->input(2);
     const Tensor& gate_data = c->input(3);
     const Tensor& masks = c->input(4);
     const Tensor& coeffs = c->input(5);
-    const Tensor& angles = c->input(6);
+    const Tensor& angles = c->input(angles_input);
     auto fail = [c](const std::string& msg) {
       c->CtxFailure(__FILE__, __LINE__, errors::InvalidArgument(msg));
       return nullptr;
@@ -267,6 +268,110 @@ class ExpectationAdjointGradOp : public ExpectationOpBase<T> {
   }
 };
 
+// The initial state [batch, 2, 2^n] (real parts, imaginary parts) of a
+// from-state op: validated against the program and the angles.
+template <typename T>
+static bool ValidateInitialState(OpKernelContext* c, const Program<T>& program,
+                                 const Tensor& state, int64_t batch) {
+  const int64_t size = int64_t{1} << program.num_qubits;
+  if (state.dims() != 3 || state.dim_size(0) != batch || state.dim_size(1) != 2 ||
+      state.dim_size(2) != size) {
+    c->CtxFailure(__FILE__, __LINE__, errors::InvalidArgument(
+        "initial_state must have shape [batch, 2, 2**num_qubits] = " +
+        TensorShape({batch, 2, size}).DebugString() + ", got " +
+        state.shape().DebugString()));
+    return false;
+  }
+  const T* v = state.flat<T>().data();
+  for (int64_t i = 0; i < state.NumElements(); ++i)
+    if (!std::isfinite(static_cast<double>(v[i]))) {
+      c->CtxFailure(__FILE__, __LINE__, errors::InvalidArgument(
+          "initial_state[" + std::to_string(i / (2 * size)) + ", " +
+          std::to_string(i / size % 2) + ", " + std::to_string(i % size) +
+          "] is not finite (" + std::to_string(static_cast<double>(v[i])) + ")"));
+      return false;
+    }
+  return true;
+}
+
+template <typename T>
+class ExpectationFromStateOp : public ExpectationOpBase<T> {
+ public:
+  explicit ExpectationFromStateOp(OpKernelConstruction* c) : ExpectationOpBase<T>(c) {}
+
+  void Compute(OpKernelContext* c) override {
+    const std::shared_ptr<const Program<T>> shared = this->Prepare(c, 7);
+    if (shared == nullptr) return;
+    const Program<T>& program = *shared;
+    const Tensor& state = c->input(6);
+    const Tensor& angles = c->input(7);
+    const int64_t batch = angles.dim_size(0);
+    const int64_t num_angles = angles.dim_size(1);
+    if (!ValidateInitialState(c, program, state, batch)) return;
+    const int num_obs = program.num_observables;
+    const int64_t state_stride = 2 * state.dim_size(2);
+    Tensor* out = nullptr;
+    OP_REQUIRES_OK(c, c->allocate_output(0, TensorShape({batch, num_obs}), &out));
+    const T* a = angles.flat<T>().data();
+    const T* psi = state.flat<T>().data();
+    T* e = out->flat<T>().data();
+    this->ForEachSample(c, program, batch,
+                        [&](auto* sim, int64_t b, int lanes, int chunks,
+                            const ParallelChunks& parallel) {
+                          sim->Expectations(a + b * num_angles, num_angles, lanes,
+                                            e + b * num_obs, chunks, parallel,
+                                            psi + b * state_stride);
+                        });
+  }
+};
+
+template <typename T>
+class ExpectationFromStateAdjointGradOp : public ExpectationOpBase<T> {
+ public:
+  explicit ExpectationFromStateAdjointGradOp(OpKernelConstruction* c)
+      : ExpectationOpBase<T>(c) {}
+
+  void Compute(OpKernelContext* c) override {
+    const std::shared_ptr<const Program<T>> shared = this->Prepare(c, 7);
+    if (shared == nullptr) return;
+    const Program<T>& program = *shared;
+    const Tensor& state = c->input(6);
+    const Tensor& angles = c->input(7);
+    const Tensor& upstream = c->input(8);
+    const int64_t batch = angles.dim_size(0);
+    const int64_t num_angles = angles.dim_size(1);
+    const int num_obs = program.num_observables;
+    if (!ValidateInitialState(c, program, state, batch)) return;
+    OP_REQUIRES(c, upstream.dims() == 2 && upstream.dim_size(0) == batch &&
+                       upstream.dim_size(1) == num_obs,
+                errors::InvalidArgument(
+                    "upstream must have shape ",
+                    TensorShape({batch, num_obs}).DebugString(), ", got ",
+                    upstream.shape().DebugString()));
+    const int64_t state_stride = 2 * state.dim_size(2);
+    Tensor* d_state = nullptr;
+    Tensor* d_angles = nullptr;
+    OP_REQUIRES_OK(c, c->allocate_output(0, state.shape(), &d_state));
+    OP_REQUIRES_OK(c, c->allocate_output(1, angles.shape(), &d_angles));
+    const T* a = angles.flat<T>().data();
+    const T* psi = state.flat<T>().data();
+    const T* u = upstream.flat<T>().data();
+    T* ds = d_state->flat<T>().data();
+    T* d = d_angles->flat<T>().data();
+    this->ForEachSample(c, program, batch,
+                        [&](auto* sim, int64_t b, int lanes, int chunks,
+                            const ParallelChunks& parallel) {
+                          thread_local std::vector<double> grad;
+                          grad.assign(lanes * num_angles, 0.0);
+                          sim->Gradient(a + b * num_angles, num_angles, lanes,
+                                        u + b * num_obs, grad.data(), chunks, parallel,
+                                        psi + b * state_stride, ds + b * state_stride);
+                          for (int64_t i = 0; i < lanes * num_angles; ++i)
+                            d[b * num_angles + i] = static_cast<T>(grad[i]);
+                        });
+  }
+};
+
 #define REGISTER(T)                                                     \
   REGISTER_KERNEL_BUILDER(Name("QkerasHybrid>Expectation")              \
                               .Device(DEVICE_CPU)                       \
@@ -275,7 +380,16 @@ class ExpectationAdjointGradOp : public ExpectationOpBase<T> {
   REGISTER_KERNEL_BUILDER(Name("QkerasHybrid>ExpectationAdjointGrad")   \
                               .Device(DEVICE_CPU)                       \
                               .TypeConstraint<T>("T"),                  \
-                          ExpectationAdjointGradOp<T>);
+                          ExpectationAdjointGradOp<T>);                 \
+  REGISTER_KERNEL_BUILDER(Name("QkerasHybrid>ExpectationFromState")     \
+                              .Device(DEVICE_CPU)                       \
+                              .TypeConstraint<T>("T"),                  \
+                          ExpectationFromStateOp<T>);                   \
+  REGISTER_KERNEL_BUILDER(                                              \
+      Name("QkerasHybrid>ExpectationFromStateAdjointGrad")              \
+          .Device(DEVICE_CPU)                                           \
+          .TypeConstraint<T>("T"),                                      \
+      ExpectationFromStateAdjointGradOp<T>);
 REGISTER(float)
 REGISTER(double)
 #undef REGISTER

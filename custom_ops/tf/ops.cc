@@ -10,9 +10,9 @@ using ::tensorflow::shape_inference::InferenceContext;
 using ::tensorflow::shape_inference::ShapeHandle;
 
 // Checks the program inputs (0..5) and returns [batch, num_angles] of
-// `angles` (input 6) and the number of observables.
+// `angles` (input angles_input) and the number of observables.
 static Status ProgramShapes(InferenceContext* c, ShapeHandle* angles,
-                            DimensionHandle* num_observables) {
+                            DimensionHandle* num_observables, int angles_input = 6) {
   ShapeHandle s;
   DimensionHandle d;
   TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 0, &s));  // num_qubits
@@ -27,7 +27,7 @@ static Status ProgramShapes(InferenceContext* c, ShapeHandle* angles,
   TF_RETURN_IF_ERROR(c->WithRank(c->input(5), 2, &coeffs));
   TF_RETURN_IF_ERROR(c->Merge(c->Dim(masks, 0), c->Dim(coeffs, 0), num_observables));
   TF_RETURN_IF_ERROR(c->Merge(c->Dim(masks, 1), c->Dim(coeffs, 1), &d));
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(6), 2, angles));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(angles_input), 2, angles));
   return ::tensorflow::OkStatus();
 }
 
@@ -77,6 +77,73 @@ REGISTER_OP("QkerasHybrid>ExpectationAdjointGrad")
     .Doc(R"doc(
 Adjoint-method vector-Jacobian product of QkerasHybrid>Expectation:
 d_angles[b, a] = sum_o upstream[b, o] d<O_o>/d angles[b, a].
+)doc");
+
+// initial_state (input 6) is [batch, 2, 2**num_qubits]: real, imaginary parts.
+static Status InitialStateShape(InferenceContext* c, ShapeHandle angles,
+                                ShapeHandle* state) {
+  DimensionHandle d;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(6), 3, state));
+  TF_RETURN_IF_ERROR(c->WithValue(c->Dim(*state, 1), 2, &d));
+  TF_RETURN_IF_ERROR(c->Merge(c->Dim(*state, 0), c->Dim(angles, 0), &d));
+  return ::tensorflow::OkStatus();
+}
+
+REGISTER_OP("QkerasHybrid>ExpectationFromState")
+    .Input("num_qubits: int32")
+    .Input("block_meta: int32")
+    .Input("gate_meta: int32")
+    .Input("gate_data: float64")
+    .Input("pauli_masks: int64")
+    .Input("pauli_coeffs: float64")
+    .Input("initial_state: T")
+    .Input("angles: T")
+    .Output("expectations: T")
+    .Attr("T: {float, double}")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle angles, state;
+      DimensionHandle num_observables;
+      TF_RETURN_IF_ERROR(ProgramShapes(c, &angles, &num_observables, 7));
+      TF_RETURN_IF_ERROR(InitialStateShape(c, angles, &state));
+      c->set_output(0, c->Matrix(c->Dim(angles, 0), num_observables));
+      return ::tensorflow::OkStatus();
+    })
+    .Doc(R"doc(
+Expectation values <psi|U^dagger O_o U|psi> of a compiled circuit U run from
+the given initial states psi (not renormalized).
+initial_state: [batch, 2, 2**num_qubits], real then imaginary parts; bit q of
+the amplitude index is qubit q. angles: [batch, num_angles].
+expectations: [batch, num_observables].
+)doc");
+
+REGISTER_OP("QkerasHybrid>ExpectationFromStateAdjointGrad")
+    .Input("num_qubits: int32")
+    .Input("block_meta: int32")
+    .Input("gate_meta: int32")
+    .Input("gate_data: float64")
+    .Input("pauli_masks: int64")
+    .Input("pauli_coeffs: float64")
+    .Input("initial_state: T")
+    .Input("angles: T")
+    .Input("upstream: T")
+    .Output("d_initial_state: T")
+    .Output("d_angles: T")
+    .Attr("T: {float, double}")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle angles, state, upstream;
+      DimensionHandle num_observables, d;
+      TF_RETURN_IF_ERROR(ProgramShapes(c, &angles, &num_observables, 7));
+      TF_RETURN_IF_ERROR(InitialStateShape(c, angles, &state));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(8), 2, &upstream));
+      TF_RETURN_IF_ERROR(c->Merge(c->Dim(upstream, 0), c->Dim(angles, 0), &d));
+      TF_RETURN_IF_ERROR(c->Merge(c->Dim(upstream, 1), num_observables, &d));
+      c->set_output(0, state);
+      c->set_output(1, angles);
+      return ::tensorflow::OkStatus();
+    })
+    .Doc(R"doc(
+Adjoint-method vector-Jacobian product of QkerasHybrid>ExpectationFromState
+with respect to the initial state (real and imaginary parts) and the angles.
 )doc");
 
 }  // namespace qkh

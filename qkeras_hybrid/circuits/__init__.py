@@ -1,7 +1,7 @@
 """Circuit compilation for the native simulator."""
 
 from qkeras_hybrid.circuits.cirq_compiler import UnsupportedGateError
-from qkeras_hybrid.circuits.compiled import CompiledCircuit, compile_circuit
+from qkeras_hybrid.circuits.compiled import CompiledCircuit, cirq_to_native_order, compile_circuit
 from qkeras_hybrid.circuits import templates
 from qkeras_hybrid.circuits.templates import (
     Template,
@@ -12,7 +12,7 @@ from qkeras_hybrid.circuits.templates import (
     strongly_entangling,
 )
 
-__all__ = ["CompiledCircuit", "UnsupportedGateError", "compile_circuit"]
+__all__ = ["CompiledCircuit", "UnsupportedGateError", "cirq_to_native_order", "compile_circuit"]
 __all__ += [
     "Template",
     "amplitude_embedding",

@@ -132,8 +132,7 @@ class CompiledCircuit:
     def angles(self, symbol_values):
         return self.angle_map(symbol_values)
 
-    def expectation(self, symbol_values, dtype=tf.float32):
-        """<O_o> for each row of symbol values [B, S] -> [B, O]; differentiable."""
+    def _symbol_values(self, symbol_values, dtype):
         values = tf.convert_to_tensor(symbol_values)
         if values.dtype != dtype:
             values = tf.cast(values, dtype)
@@ -142,7 +141,56 @@ class CompiledCircuit:
                 f"symbol_values must have shape [batch, {len(self.symbols)}] "
                 f"(symbols {self.symbol_names}), got {values.shape}"
             )
+        return values
+
+    def expectation(self, symbol_values, dtype=tf.float32):
+        """<O_o> for each row of symbol values [B, S] -> [B, O]; differentiable."""
+        values = self._symbol_values(symbol_values, dtype)
         return ops.expectation(*self._program_inputs, self.angles(values))
+
+    def expectation_from_state(self, initial_state, symbol_values, dtype=tf.float32):
+        """<psi|U^dagger O_o U|psi> [B, O], the circuit U run from states psi.
+
+        Args:
+          initial_state: `[B, 2**n]` (complex or real amplitudes), or
+            `[B, 2, 2**n]` real (real parts, then imaginary parts), in this library's amplitude order:
+            bit q of the index is register qubit q (the reverse of Cirq's
+            `final_state_vector`; see `qkeras_hybrid.circuits.cirq_to_native_order`).
+            Used as given, not renormalized.
+          symbol_values: `[B, S]`.
+
+        Differentiable with respect to both.
+        """
+        values = self._symbol_values(symbol_values, dtype)
+        state = tf.convert_to_tensor(initial_state)
+        if state.dtype.is_complex:
+            state = tf.stack([tf.math.real(state), tf.math.imag(state)], axis=1)
+        if state.dtype != dtype:
+            state = tf.cast(state, dtype)
+        if state.shape.rank == 2:  # real amplitudes
+            state = tf.stack([state, tf.zeros_like(state)], axis=1)
+        size = 2**self.num_qubits
+        if state.shape.rank != 3 or state.shape[1] != 2 or state.shape[2] not in (None, size):
+            raise ValueError(
+                f"initial_state must have shape [batch, {size}] or [batch, 2, {size}] "
+                f"(real, imaginary) for {self.num_qubits} qubits, got {tuple(state.shape)}"
+            )
+        return ops.expectation_from_state(*self._program_inputs, state, self.angles(values))
+
+
+def cirq_to_native_order(states, num_qubits):
+    """Reorders state vectors [..., 2**n] from Cirq's order to this library's.
+
+    Cirq (and TFQ) put qubit 0 in the most significant bit of the amplitude
+    index; the native op puts it in the least significant bit. The map is its
+    own inverse.
+    """
+    states = tf.convert_to_tensor(states)
+    lead = tf.shape(states)[:-1]
+    axes = tf.rank(states) - 1
+    split = tf.reshape(states, tf.concat([lead, [2] * num_qubits], 0))
+    perm = tf.concat([tf.range(axes), axes + tf.range(num_qubits - 1, -1, -1)], 0)
+    return tf.reshape(tf.transpose(split, perm), tf.shape(states))
 
 
 def compile_circuit(circuit, observables, symbols=None, qubits=None, max_fused_qubits=None):
