@@ -6,11 +6,13 @@ import keras
 from keras.src.utils import naming
 import tensorflow as tf
 
+from qkeras_hybrid import backends
+from qkeras_hybrid.backends import tfq as tfq_backend
 from qkeras_hybrid.circuits import serialization
 from qkeras_hybrid.circuits import compiled as compiled_lib
 from qkeras_hybrid.circuits.compiled import CompiledCircuit, _as_list, _symbol
 
-BACKENDS = ("native",)
+BACKENDS = backends.BACKENDS
 
 
 def _names(symbols):
@@ -25,7 +27,9 @@ class QuantumLayer(keras.layers.Layer):
     others become trainable weights. The circuit is compiled once, into the
     numeric program the native C++ simulator runs; gradients with respect to
     the weights and the inputs come from the adjoint method, so the layer can
-    sit anywhere in a network.
+    sit anywhere in a network. With `backend="tfq"` the same circuit runs on
+    TensorFlow Quantum's ops instead, with TFQ's differentiators, exact or
+    sampled.
 
     Args:
       circuit: a `cirq.Circuit` with sympy symbols, or a
@@ -36,8 +40,15 @@ class QuantumLayer(keras.layers.Layer):
       input_symbols: the symbols fed by the inputs, in input-column order.
       weight_symbols: the trainable symbols. Defaults to every other symbol of
         the circuit, sorted by name.
-      backend: `"native"` (the C++ op).
-      differentiator: reserved for other backends; must be None for native.
+      backend: `"native"` (the C++ op, adjoint gradients) or `"tfq"`
+        (TensorFlow Quantum's ops; Cirq circuits only, float32 inside).
+      differentiator: `"tfq"` only: a `tfq.differentiators` object (`Adjoint`,
+        the default, `ParameterShift`, `ForwardDifference`,
+        `CentralDifference`, `LinearCombination`); must be None for native.
+        Stored in the config by class name and arguments.
+      repetitions: `"tfq"` only: None for exact expectations, or the number
+        of shots per observable term (sampled expectations; needs a
+        differentiator other than `Adjoint`).
       initializer: initializer of the weights (default uniform in [0, 2 pi)).
       regularizer: optional regularizer of the weights.
       constraint: optional constraint of the weights.
@@ -73,14 +84,14 @@ class QuantumLayer(keras.layers.Layer):
         regularizer=None,
         constraint=None,
         qubits=None,
+        repetitions=None,
         **kwargs,
     ):
         circuit = serialization.circuit_from_config(circuit)
         observables = serialization.observables_from_config(_as_list(observables))
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        if differentiator is not None:
-            raise ValueError("The native backend computes adjoint gradients itself; differentiator must be None")
+        differentiator = tfq_backend.differentiator_from_config(differentiator)
         self.circuit = circuit
         self.observables = observables
         self.qubits = list(qubits) if qubits is not None else None
@@ -100,13 +111,18 @@ class QuantumLayer(keras.layers.Layer):
         )
         self.backend = backend
         self.differentiator = differentiator
+        self.repetitions = repetitions
+        self.executor = backends.make_executor(
+            backend, circuit, observables, self.compiled.symbols, qubits=getattr(self.compiled, "qubits", None),
+            differentiator=differentiator, repetitions=repetitions, compiled=self.compiled,
+        )
         self.initializer = keras.initializers.get(
             initializer or keras.initializers.RandomUniform(0.0, 2.0 * math.pi)
         )
         self.regularizer = keras.regularizers.get(regularizer)
         self.constraint = keras.constraints.get(constraint)
         if "name" not in kwargs:  # e.g. "quantum_layer_4q" in model.summary()
-            kwargs["name"] = naming.auto_name(f"quantum_layer_{self.compiled.num_qubits}q")
+            kwargs["name"] = naming.auto_name(f"{naming.to_snake_case(type(self).__name__)}_{self.compiled.num_qubits}q")
         super().__init__(**kwargs)
         self.num_qubits = self.compiled.num_qubits
         self.num_observables = self.compiled.num_observables
@@ -130,15 +146,16 @@ class QuantumLayer(keras.layers.Layer):
 
     def call(self, inputs):
         inputs = tf.convert_to_tensor(inputs)
-        batch = tf.shape(inputs)[0]
+        return self.executor.expectation(self._symbol_values(inputs, tf.shape(inputs)[0]), dtype=self.compute_dtype)
+
+    def _symbol_values(self, inputs, batch):
+        """[batch, S]: the input columns, then the weights tiled over the batch."""
         dtype = self.compute_dtype
         weights = tf.cast(tf.convert_to_tensor(self.quantum_weights), dtype)
         tiled = tf.tile(weights[None, :], tf.stack([batch, 1]))
         if self.input_symbols:
-            values = tf.concat([tf.cast(inputs, dtype), tiled], axis=1)
-        else:
-            values = tiled
-        return self.compiled.expectation(values, dtype=dtype)
+            return tf.concat([tf.cast(inputs, dtype), tiled], axis=1)
+        return tiled
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.num_observables)
@@ -152,7 +169,8 @@ class QuantumLayer(keras.layers.Layer):
                 "input_symbols": list(self.input_symbols),
                 "weight_symbols": list(self.weight_symbols),
                 "backend": self.backend,
-                "differentiator": None,
+                "differentiator": tfq_backend.differentiator_to_config(self.differentiator),
+                "repetitions": self.repetitions,
                 "initializer": keras.initializers.serialize(self.initializer),
                 "regularizer": keras.regularizers.serialize(self.regularizer),
                 "constraint": keras.constraints.serialize(self.constraint),
