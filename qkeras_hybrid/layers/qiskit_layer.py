@@ -76,7 +76,8 @@ class QiskitLayer(keras.layers.Layer):
     primitive by name and options; Aer's and Qiskit's reference ones are
     rebuilt at load, others must be registered first with
     `qkeras_hybrid.backends.qiskit_executor.register_backend(name, factory)`.
-    A black box is saved if it has `get_config` and is registered with
+    A black box is saved if it has `get_config` and a classmethod
+    `from_config` and is registered with
     `keras.saving.register_keras_serializable`. `model.export` (SavedModel)
     cannot contain a Qiskit job: if the circuit compiles to the native
     program, the exported graph runs it on the native simulator (exact
@@ -322,10 +323,10 @@ class QiskitLayer(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         if self.is_black_box:
-            if not hasattr(self.box, "get_config"):
+            if not (hasattr(self.box, "get_config") and hasattr(type(self.box), "from_config")):
                 raise TypeError(
-                    f"{self.name} cannot be saved: its black box {type(self.box).__name__} has no get_config; "
-                    "give it get_config and register it with keras.saving.register_keras_serializable"
+                    f"{self.name} cannot be saved: its black box {type(self.box).__name__} needs get_config and "
+                    "from_config, and registration with keras.saving.register_keras_serializable"
                 )
             circuit = {"format": "black_box", "config": keras.saving.serialize_keras_object(self.box)}
             observables = None
