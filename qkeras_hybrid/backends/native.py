@@ -62,6 +62,6 @@ class NativeExecutor:
             message=f"Data circuits must act only on the layer's qubits {qubits}; some act on other qubits",
         )
         with tf.control_dependencies([check]):
-            states = tf.reshape(states, tf.concat([[batch], np.full(n, 2)], axis=0))
+            states = tf.reshape(states, tf.concat([[batch], np.full(n, 2, np.int32)], axis=0))
         states = tf.transpose(states, [0] + self._state_order)
         return tf.reshape(states, [batch, dim])

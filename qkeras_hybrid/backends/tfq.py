@@ -59,7 +59,10 @@ def register_tfq_ops():
     their shared libraries is what lets `tf.saved_model.load` find them.
     Returns None on success, else why it failed (TFQ not installed, ABI...).
     """
-    spec = importlib.util.find_spec("tensorflow_quantum")
+    try:
+        spec = importlib.util.find_spec("tensorflow_quantum")
+    except (ImportError, ValueError):  # e.g. blocked in sys.modules
+        spec = None
     if spec is None or spec.origin is None:
         return "tensorflow_quantum is not installed"
     libraries = sorted(glob.glob(os.path.join(os.path.dirname(spec.origin), "core", "ops", "**", "*.so"),
