@@ -154,9 +154,16 @@ def _fresh_differentiator(differentiator):
     if not isinstance(differentiator, tfq.differentiators.Differentiator):
         raise TypeError(f"differentiator must be a tfq.differentiators.Differentiator, got {differentiator!r}")
     try:
-        return differentiator_from_config(differentiator_to_config(differentiator))
+        fresh = differentiator_from_config(differentiator_to_config(differentiator))
     except ValueError:  # a custom subclass: usable, though not storable
-        return copy.copy(differentiator).refresh()
+        fresh = copy.copy(differentiator).refresh()
+    # LinearCombination keeps its coefficients as eager tensors, which its
+    # gradient function captures; a SavedModel refuses eager captures in
+    # custom gradients ("Found invalid capture"), numpy constants are inlined.
+    for name, value in list(vars(fresh).items()):
+        if isinstance(value, tf.Tensor) and hasattr(value, "numpy"):
+            setattr(fresh, name, value.numpy())
+    return fresh
 
 
 # ------------------------------------------------------------------- circuits
@@ -166,7 +173,7 @@ def _tfq_serializable(op):
     """Whether TFQ's serializer takes this op (with its symbols set to numbers)."""
     from tensorflow_quantum.core.serialize import serializer
 
-    if cirq.is_measurement(op):
+    if cirq.is_measurement(op) or not op.qubits:  # global phases are dropped afterwards
         return True
     resolved = cirq.resolve_parameters(op, {s: 0.25 for s in cirq.parameter_symbols(op)})
     try:
@@ -193,8 +200,8 @@ def tfq_circuit(circuit, qubits):
                           "into TFQ's gate set; use backend='native'")
 
     # Global phases do not change expectation values, and TFQ has no such gate.
-    ops = [op for op in circuit.all_operations() if op.qubits]
-    ops = cirq.decompose(ops, keep=_tfq_serializable, on_stuck_raise=on_stuck)
+    ops = cirq.decompose(circuit.all_operations(), keep=_tfq_serializable, on_stuck_raise=on_stuck)
+    ops = [op for op in ops if op.qubits]
     # Identities on every register qubit: TFQ simulates only the qubits a
     # circuit touches, and observables or appended data may use the others.
     prepared = register_qubits_program(qubits) + cirq.Circuit(ops)
