@@ -92,13 +92,15 @@ class QuantumDataLayer(QuantumLayer):
         return super().__call__(inputs, *args, **kwargs)
 
     def _split(self, inputs):
-        """(circuits, values-or-None), checking the input structure."""
+        """(circuits, values-or-None) of inputs or of input shapes, checking the structure."""
+        # A shape (batch,) is a tuple too; a list of inputs holds shapes or tensors.
+        several = isinstance(inputs, (list, tuple)) and not all(isinstance(e, (int, type(None))) for e in inputs)
         if self.input_symbols:
-            if not (isinstance(inputs, (list, tuple)) and len(inputs) == 2):
+            if not (several and len(inputs) == 2):
                 raise ValueError(f"{self.name} has input_symbols {self.input_symbols}, so it takes "
                                  "[circuits, values]; got a single input")
             return inputs[0], inputs[1]
-        if isinstance(inputs, (list, tuple)):
+        if several:
             if len(inputs) != 1:
                 raise ValueError(f"{self.name} has no input_symbols, so it takes only a batch of circuits; "
                                  f"got {len(inputs)} inputs")

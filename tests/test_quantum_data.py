@@ -1,0 +1,186 @@
+"""QuantumDataLayer: circuits as inputs, the model circuit appended; native and tfq backends."""
+
+import doctest
+
+import cirq
+import keras
+import numpy as np
+import pytest
+import sympy
+import tensorflow as tf
+import tensorflow_quantum as tfq
+
+from conftest import central_fd
+from qkeras_hybrid.layers import QuantumDataLayer, quantum_data_layer
+from test_quantum_layer import run_fresh_python
+
+QUBITS = [cirq.GridQubit(0, 1), cirq.GridQubit(1, 0), cirq.GridQubit(0, 0)]
+C0, C1, W0, W1 = sympy.symbols("c0 c1 w0 w1")
+OBSERVABLES = [cirq.Z(QUBITS[0]), cirq.X(QUBITS[1]) * cirq.Y(QUBITS[2]), 0.5 * cirq.X(QUBITS[0]) + cirq.Z(QUBITS[2])]
+
+
+def model_circuit():
+    q = QUBITS
+    return cirq.Circuit(
+        cirq.ry(W0)(q[0]), cirq.CNOT(q[0], q[1]), cirq.rx(C0 * W1)(q[2]), cirq.CZ(q[2], q[0]),
+        cirq.ry(C1)(q[1]), cirq.XXPowGate(exponent=sympy.sin(W1))(q[1], q[2]),
+    )
+
+
+def data_circuits(rng, count):
+    """Random symbol-free circuits, some on fewer qubits than the register."""
+    out = []
+    for i in range(count):
+        used = QUBITS if i % 3 else QUBITS[1:]
+        c = cirq.Circuit(cirq.rx(rng.uniform(0, 3))(q) for q in used)
+        c += cirq.Circuit(cirq.CNOT(used[0], used[-1]), cirq.ry(rng.uniform(0, 3))(used[0]), cirq.S(used[-1]))
+        out.append(c)
+    return out
+
+
+def reference(layer, circuits, controls):
+    """Cirq: <O> of data + model circuit, per sample."""
+    sim = cirq.Simulator(dtype=np.complex128)
+    weights = dict(zip(layer.weight_symbols, layer.quantum_weights.numpy().astype(float)))
+    rows = []
+    for i, data in enumerate(circuits):
+        values = dict(weights)
+        if controls is not None:
+            values.update(zip(layer.input_symbols, controls[i].astype(float)))
+        rows.append(np.real(sim.simulate_expectation_values(
+            data + layer.circuit, layer.observables, cirq.ParamResolver(values), qubit_order=sorted(QUBITS))))
+    return np.array(rows)
+
+
+@pytest.mark.parametrize("backend", ["native", "tfq"])
+@pytest.mark.parametrize("qubit_order", [None, [QUBITS[2], QUBITS[0], QUBITS[1]]], ids=["sorted", "custom"])
+def test_controlled_values_match_cirq(backend, qubit_order):
+    rng = np.random.default_rng(0)
+    circuits = data_circuits(rng, 5)
+    controls = rng.uniform(-2, 2, size=(5, 2)).astype("float32")
+    layer = QuantumDataLayer(model_circuit(), OBSERVABLES, input_symbols=[C0, C1], backend=backend,
+                             qubits=qubit_order)
+    out = layer([circuits, controls]).numpy()
+    assert out.shape == (5, 3) and layer.weight_symbols == ["w0", "w1"]
+    np.testing.assert_allclose(out, reference(layer, circuits, controls), atol=2e-5)
+    # The same circuits as TFQ's string tensor.
+    np.testing.assert_allclose(layer([tfq.convert_to_tensor(circuits), controls]).numpy(), out, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["native", "tfq"])
+def test_pqc_and_expectation_styles(backend):
+    rng = np.random.default_rng(1)
+    circuits = data_circuits(rng, 4)
+    pqc = QuantumDataLayer(model_circuit(), OBSERVABLES, backend=backend)  # every symbol trainable
+    assert pqc.weight_symbols == ["c0", "c1", "w0", "w1"]
+    np.testing.assert_allclose(pqc(circuits).numpy(), reference(pqc, circuits, None), atol=2e-5)
+    # Every symbol fed by the input, no weights: tfq.layers.Expectation.
+    values = rng.uniform(-2, 2, size=(4, 4)).astype("float32")
+    expectation = QuantumDataLayer(model_circuit(), OBSERVABLES, input_symbols=[C0, C1, W0, W1], backend=backend)
+    out = expectation([circuits, values]).numpy()
+    assert expectation.count_params() == 0
+    sim = cirq.Simulator(dtype=np.complex128)
+    for row, data, v in zip(out, circuits, values):
+        r = cirq.ParamResolver(dict(zip(["c0", "c1", "w0", "w1"], v.astype(float))))
+        ref = np.real(sim.simulate_expectation_values(data + model_circuit(), OBSERVABLES, r))
+        np.testing.assert_allclose(row, ref, atol=2e-5)
+
+
+def test_native_and_tfq_gradients_match_finite_differences():
+    rng = np.random.default_rng(2)
+    circuits = tfq.convert_to_tensor(data_circuits(rng, 3))
+    controls = rng.uniform(-2, 2, size=(3, 2))
+    upstream = rng.normal(size=(3, 3))
+    native = QuantumDataLayer(model_circuit(), OBSERVABLES, input_symbols=[C0, C1], dtype="float64")
+    native([circuits, controls])
+    w = native.quantum_weights.numpy().copy()
+
+    def loss(layer, c, wv):
+        layer.quantum_weights.assign(wv)
+        return float(tf.reduce_sum(layer([circuits, tf.constant(c)]) * upstream))
+
+    fd_c = central_fd(lambda c: loss(native, c, w), controls, eps=1e-4)
+    fd_w = central_fd(lambda wv: loss(native, controls, wv), w, eps=1e-4)
+    native.quantum_weights.assign(w)
+    for backend, differentiator, atol in [
+        ("native", None, 1e-6),
+        ("tfq", None, 1e-4),
+        ("tfq", tfq.differentiators.ParameterShift(), 1e-4),
+    ]:
+        layer = QuantumDataLayer(model_circuit(), OBSERVABLES, input_symbols=[C0, C1], backend=backend,
+                                 differentiator=differentiator, dtype="float64")
+        layer([circuits, controls])
+        layer.set_weights([w])
+        c = tf.constant(controls)
+        with tf.GradientTape() as tape:
+            tape.watch(c)
+            total = tf.reduce_sum(layer([circuits, c]) * upstream)
+        gc, gw = tape.gradient(total, [c, layer.quantum_weights.value])
+        np.testing.assert_allclose(gc.numpy(), fd_c, atol=atol, err_msg=backend)
+        np.testing.assert_allclose(gw.numpy(), fd_w, atol=atol, err_msg=backend)
+
+
+def test_bad_inputs_are_named():
+    q = QUBITS
+    layer = QuantumDataLayer(model_circuit(), OBSERVABLES, input_symbols=[C0, C1])
+    with pytest.raises(ValueError, match="must not contain symbols"):
+        layer([[cirq.Circuit(cirq.rx(sympy.Symbol("t"))(q[0]))], np.zeros((1, 2), "float32")])
+    with pytest.raises(ValueError, match=r"takes \[circuits, values\]"):
+        layer([cirq.Circuit(cirq.X(q[0]))])
+    with pytest.raises(TypeError, match="tf.string tensor"):
+        layer([np.zeros((2,), "float32"), np.zeros((2, 2), "float32")])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="act only on the layer's qubits"):
+        layer([[cirq.Circuit(cirq.X(cirq.GridQubit(5, 5)))], np.zeros((1, 2), "float32")])
+    from qiskit import QuantumCircuit
+
+    with pytest.raises(TypeError, match="must be a cirq.Circuit"):
+        QuantumDataLayer(QuantumCircuit(1), [])
+
+
+def cluster_data(n=40, seed=0):
+    """Labelled 2-qubit quantum data: Ry(theta) |0>, label 1 when theta > pi/2."""
+    rng = np.random.default_rng(seed)
+    q = QUBITS[:2]
+    thetas = rng.uniform(0, np.pi, size=n)
+    circuits = [cirq.Circuit(cirq.ry(t)(q[0]), cirq.CNOT(q[0], q[1])) for t in thetas]
+    return tfq.convert_to_tensor(circuits), (thetas > np.pi / 2).astype("float32")[:, None]
+
+
+def data_model(backend):
+    q = QUBITS[:2]
+    a, b = sympy.symbols("a b")
+    circuit = cirq.Circuit(cirq.ry(a)(q[1]), cirq.rx(b)(q[0]))
+    inputs = keras.Input((), dtype="string")
+    expectation = QuantumDataLayer(circuit, cirq.Z(q[1]), backend=backend,
+                                   initializer=keras.initializers.Constant(0.3))(inputs)
+    return keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(expectation))
+
+
+@pytest.mark.parametrize("backend", ["native", "tfq"])
+def test_functional_model_learns_and_round_trips(backend, tmp_path):
+    keras.utils.set_random_seed(0)
+    x, y = cluster_data()
+    model = data_model(backend)
+    model.compile(keras.optimizers.Adam(0.1), "binary_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=30, batch_size=20, verbose=0)
+    assert model.evaluate(x, y, verbose=0)[1] >= 0.9
+    model.save(tmp_path / "m.keras")
+    model.export(str(tmp_path / "sm"), verbose=False)
+    np.save(tmp_path / "x.npy", x.numpy())
+    run_fresh_python(f"""
+        import numpy as np, keras, tensorflow as tf
+        import qkeras_hybrid
+        x = tf.constant(np.load({str(tmp_path / 'x.npy')!r}, allow_pickle=True))
+        m = keras.models.load_model({str(tmp_path / 'm.keras')!r})
+        np.save({str(tmp_path / 'keras.npy')!r}, m.predict(x, verbose=0))
+        served = tf.saved_model.load({str(tmp_path / 'sm')!r})
+        np.save({str(tmp_path / 'served.npy')!r}, served.serve(x).numpy())
+    """)
+    expected = model.predict(x, verbose=0)
+    np.testing.assert_allclose(np.load(tmp_path / "keras.npy"), expected, atol=1e-6)
+    np.testing.assert_allclose(np.load(tmp_path / "served.npy"), expected, atol=1e-6)
+
+
+def test_docstring_example_runs():
+    result = doctest.testmod(quantum_data_layer, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
