@@ -332,3 +332,24 @@ def test_bad_input_shapes_are_named():
     layer(np.zeros((1, 3, 3, 2), "float32"))
     with pytest.raises(ValueError, match="expected axis -1 .* value 2"):
         layer(np.zeros((1, 3, 3, 3), "float32"))
+
+
+# ------------------------------------------------------------ the example
+
+
+def test_qccnn_tetris_example_quick_run(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("qccnn_tetris", os.path.join(REPO, "examples", "qccnn_tetris.py"))
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    rows = example.main(["--seeds", "1", "--epochs", "6", "--labels", "2", "--out", str(tmp_path)])
+    assert {(r["labels"], r["model"]) for r in rows} == {(2, m) for m in example.MODELS}
+    for name in ("fig3_2_labels.png", "results.csv", "results.md"):
+        assert (tmp_path / name).stat().st_size > 0
+    with open(tmp_path / "fig3_2_labels.png", "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert "| 2 | QCCNN-1 |" in (tmp_path / "results.md").read_text()
+    qccnn_2 = next(r for r in rows if r["labels"] == 2 and r["model"] == "QCCNN-1")
+    assert qccnn_2["test_accuracy_mean"] > 0.6  # chance is 0.5
+    assert all(0.0 <= r["test_loss_mean"] < 1.0 for r in rows)
