@@ -20,6 +20,8 @@ from qkeras_hybrid.backends.qiskit_executor import BackendJobError, register_bac
 from qkeras_hybrid.differentiators import FiniteDifference, ParameterShift
 from qkeras_hybrid.layers import QiskitLayer
 
+pytestmark = pytest.mark.filterwarnings("ignore:Qiskit backend .* has no QubitProperties")
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -352,3 +354,133 @@ def test_bad_input_gives_clear_errors():
     model.compile("adam", "mse")
     with pytest.raises(Exception, match="device is offline"):  # graph mode, inside fit
         model.fit(np.zeros((4, 1)), np.zeros((4, 3)), verbose=0)
+
+
+# ------------------------------------------------------ models, save, export
+
+
+def regression_data():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (32, 2)).astype("float32")
+    y = (0.5 * np.sin(x[:, :1] + x[:, 1:])).astype("float32")  # reachable by <Z> after Ry(angle)
+    return x, y
+
+
+def small_model(**layer_kwargs):
+    x, a = Parameter("x"), Parameter("a")
+    qc = QuantumCircuit(1)
+    qc.ry(x, 0)
+    qc.rx(a, 0)
+    qc.ry(np.pi / 2, 0)
+    inputs = keras.Input((2,))
+    angle = keras.layers.Dense(1, name="angle")(inputs)
+    outputs = QiskitLayer(qc, SparsePauliOp("Z"), input_params=[x], name="qiskit", **layer_kwargs)(angle)
+    return keras.Model(inputs, outputs)
+
+
+def test_functional_model_fits_in_graph_mode_with_tensorboard(tmp_path):
+    from qkeras_hybrid.callbacks import QuantumTensorBoard
+
+    keras.utils.set_random_seed(0)
+    x, y = regression_data()
+    model = small_model(shots=200, seed=0)
+    model.compile(keras.optimizers.Adam(0.05), "mse")
+    before = model.evaluate(x, y, verbose=0)
+    log_dir = str(tmp_path / "logs")
+    model.fit(x, y, epochs=8, batch_size=8, verbose=0,
+              callbacks=[keras.callbacks.TensorBoard(log_dir),
+                         QuantumTensorBoard(log_dir, gradient_data=(x[:8], y[:8]))])
+    after = model.evaluate(x, y, verbose=0)
+    assert after < 0.5 * before, (before, after)
+    written = [f for _, _, files in os.walk(log_dir) for f in files if "tfevents" in f]
+    assert len(written) >= 2
+
+    @tf.function
+    def graph_call(inputs):
+        return model(inputs)
+
+    sampled = graph_call(tf.constant(x[:4])).numpy()
+    assert sampled.shape == (4, 1) and np.all(np.abs(sampled) <= 1)
+
+
+def test_keras_round_trip_in_fresh_process(tmp_path):
+    from qiskit_aer import AerSimulator
+
+    model = small_model(backend=AerSimulator(method="statevector"), shots=500, seed=4,
+                        differentiator="finite_difference", shift=0.05)
+    x, _ = regression_data()  # no call before predict: it must be the layer's first (seeded) job
+    model.get_layer("qiskit").quantum_weights.assign([0.77])
+    path = tmp_path / "qiskit.keras"
+    model.save(path)
+    np.save(tmp_path / "x.npy", x[:5])
+    expected = model.predict(x[:5], verbose=0)  # first job of a seed-4 layer: the reloaded one draws the same
+    out = run_fresh_python(f"""
+        import numpy as np, keras
+        import qkeras_hybrid
+        m = keras.models.load_model({str(path)!r})
+        q = m.get_layer("qiskit")
+        print(q.quantum_weights.numpy()[0], q.shots, q.seed, type(q.backend).__name__, q.backend.options.method,
+              type(q.differentiator).__name__, q.differentiator.shift)
+        np.save({str(tmp_path / 'y.npy')!r}, m.predict(np.load({str(tmp_path / 'x.npy')!r}), verbose=0))
+    """)
+    assert out.split() == ["0.77", "500", "4", "AerSimulator", "statevector", "FiniteDifference", "0.05"]
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), expected)
+
+
+def test_unknown_backend_needs_registration_to_load(tmp_path):
+    from qiskit.providers.fake_provider import GenericBackendV2
+
+    backend = GenericBackendV2(2, seed=1, noise_info=False)
+    model = small_model(backend=backend, shots=2000, seed=1)
+    x, _ = regression_data()
+    model.get_layer("qiskit").quantum_weights.assign([0.3])
+    # The backend's transpiled circuit (its basis, its layout) still gives the right values.
+    angle = model.get_layer("angle")(x[:3]).numpy()
+    qc = model.get_layer("qiskit").circuit
+    reference = statevector_expectations(qc, [SparsePauliOp("Z")], ["x", "a"],
+                                         np.stack([angle[:, 0], np.full(3, 0.3)], 1))[:, 0]
+    np.testing.assert_allclose(model.predict(x[:3], verbose=0)[:, 0], reference, atol=5 / np.sqrt(2000))
+    path = tmp_path / "generic.keras"
+    model.save(path)
+    with pytest.raises(Exception, match="register_backend"):
+        keras.models.load_model(path)
+    register_backend(backend.name, lambda: GenericBackendV2(2, seed=1, noise_info=False))
+    loaded = keras.models.load_model(path)
+    assert loaded.get_layer("qiskit").backend.name == backend.name
+
+
+def test_export_runs_the_native_simulator_or_refuses(tmp_path):
+    x, _ = regression_data()
+    model = small_model(shots=100, seed=0)
+    exact = small_model()
+    exact.set_weights(model.get_weights())
+    expected = exact.predict(x[:6], verbose=0)
+    export_dir = str(tmp_path / "exported")
+    model.export(export_dir, verbose=False)
+    np.save(tmp_path / "x.npy", x[:6])
+    run_fresh_python(f"""
+        import numpy as np, tensorflow as tf
+        import qkeras_hybrid
+        loaded = tf.saved_model.load({export_dir!r})  # kept alive: it owns the variables
+        served = loaded.serve(tf.constant(np.load({str(tmp_path / 'x.npy')!r})))
+        np.save({str(tmp_path / 'y.npy')!r}, served.numpy())
+    """)
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, atol=1e-5)  # exact: no shot noise
+
+    # A circuit the native compiler cannot run: a mid-circuit measurement read by a sampler.
+    qc = QuantumCircuit(1, 1)
+    qc.ry(X, 0)
+    qc.measure(0, 0)
+    qc.h(0)
+    qc.measure(0, 0)
+    model = keras.Sequential([keras.Input((1,)), QiskitLayer(qc, input_params=[X], shots=50, seed=0,
+                                                            sampler=BackendSamplerV2(backend=_aer()))])
+    with pytest.raises(Exception, match="Cannot export .* acts after a measurement"):
+        model.export(str(tmp_path / "refused"), verbose=False)
+    assert not os.path.exists(tmp_path / "refused" / "saved_model.pb")
+
+
+def _aer():
+    from qiskit_aer import AerSimulator
+
+    return AerSimulator()

@@ -39,6 +39,9 @@ FIXED_GATES = (
 )
 
 
+MEASURE_REGISTER = "qkh_basis_meas"
+
+
 class BackendJobError(RuntimeError):
     """A Qiskit job (or a black box's `run`) failed; the message names the cause."""
 
@@ -140,6 +143,59 @@ def rotation_form(circuit):
             op.params = [gate_params[len(exprs) - 1]]
         out.append(op, inst.qubits, inst.clbits)
     return out, list(gate_params), exprs
+
+
+def _measurement_circuits(circuit, observables):
+    """Circuits measuring each qubit-wise commuting group of the observables' Pauli terms.
+
+    Returns (circuits, groups): groups[i] lists (output, coefficient, qubits
+    whose Z parities make the term) for circuit i; constant terms sit in group 0.
+    """
+    from qiskit import ClassicalRegister
+    from qiskit.quantum_info import SparsePauliOp
+
+    terms = {}
+    for output, observable in enumerate(observables):
+        for pauli, coeff in zip(observable.paulis, observable.coeffs):
+            if abs(coeff.imag) > 1e-12:
+                raise ValueError(f"Observable {output} has a complex coefficient {coeff}; it must be Hermitian")
+            terms.setdefault(pauli.to_label(), []).append((output, float(coeff.real)))
+    identity = "I" * circuit.num_qubits
+    groups_ops = SparsePauliOp([l for l in terms if l != identity] or [identity]).group_commuting(qubit_wise=True)
+    circuits, groups = [], []
+    for group in groups_ops:
+        basis = {}
+        for pauli in group.paulis:
+            for q in range(circuit.num_qubits):
+                if pauli.x[q] or pauli.z[q]:
+                    basis[q] = "Y" if (pauli.x[q] and pauli.z[q]) else ("X" if pauli.x[q] else "Z")
+        measured = _without_measurements(circuit)
+        for q, axis in sorted(basis.items()):
+            if axis == "Y":
+                measured.sdg(q)
+            if axis in "XY":
+                measured.h(q)
+        register = ClassicalRegister(circuit.num_qubits, MEASURE_REGISTER)
+        measured.add_register(register)
+        measured.measure(range(circuit.num_qubits), register)
+        entries = []
+        for pauli in group.paulis:
+            label = pauli.to_label()
+            if label == identity:
+                continue
+            support = [q for q in range(circuit.num_qubits) if pauli.x[q] or pauli.z[q]]
+            entries += [(output, coeff, support) for output, coeff in terms.get(label, [])]
+        circuits.append(measured)
+        groups.append(entries)
+    groups[0] += [(output, coeff, []) for output, coeff in terms.get(identity, [])]
+    return circuits, groups
+
+
+def _bits(pub_result, rows, register=None):
+    """A sampler PUB result as booleans [rows, shots, clbits], clbit k at index k."""
+    data = pub_result.join_data() if register is None else getattr(pub_result.data, register)
+    bits = data.to_bool_array(order="little")
+    return bits.reshape(rows, -1, bits.shape[-1])
 
 
 def _is_parametric(op):
@@ -276,62 +332,80 @@ class QiskitExecutor(_Executor):
                     f"Observables act on {[o.num_qubits for o in observables]} qubits, the circuit has {circuit.num_qubits}"
                 )
             circuit = _without_measurements(circuit)
-        self.kind = "sampler" if measuring else "estimator"
         self.observables = list(observables or [])
         self.num_outputs = 1 if measuring else len(self.observables)
-        self.measured_clbits = sorted(final_measurements(circuit)) if measuring else []
+        if measuring:
+            self.kind = "sampler"
+        elif estimator is not None or self.shots is None:
+            self.kind = "estimator"
+        else:  # shots, observables, no estimator: measure each commuting group with a sampler
+            self.kind = "sampled_estimator"
 
         gate_circuit, gate_params, exprs = rotation_form(circuit)
         self.angle_functions = _AngleFunctions(exprs, [p.name for p in self.parameters])
         self.num_gate_params = len(gate_params)
+        if self.kind == "sampled_estimator":
+            circuits, self._groups = _measurement_circuits(gate_circuit, self.observables)
+        else:
+            circuits = [gate_circuit]
         if backend is not None:
-            gate_circuit, self.observables = self._transpile(gate_circuit, backend, self.observables)
-        if list(gate_circuit.parameters) != gate_params:
+            circuits = [self._transpile(c, backend) for c in circuits]
+            if self.kind == "estimator" and circuits[0].layout is not None:
+                self.observables = [o.apply_layout(circuits[0].layout) for o in self.observables]
+        if any(list(c.parameters) != gate_params for c in circuits):
             raise QiskitCircuitError("Transpiling for the backend lost or reordered gate parameters")
-        self.gate_circuit = gate_circuit
+        self.circuits = circuits
         self.primitive = self._make_primitive(estimator, sampler)
 
     @staticmethod
-    def _transpile(circuit, backend, observables):
+    def _transpile(circuit, backend):
         from qiskit.transpiler import generate_preset_pass_manager
 
         try:
-            isa = generate_preset_pass_manager(optimization_level=0, backend=backend).run(circuit)
+            return generate_preset_pass_manager(optimization_level=0, backend=backend).run(circuit)
         except Exception as e:
             raise QiskitCircuitError(f"Transpiling the circuit for backend {backend_name(backend)!r} failed: {e}") from e
-        if isa.layout is None:
-            return isa, observables
-        return isa, [o.apply_layout(isa.layout) for o in observables]
 
     def _make_primitive(self, estimator, sampler):
-        from qiskit.primitives import BackendEstimatorV2, BackendSamplerV2
-
         if self.kind == "estimator":
             if estimator is not None:
                 return estimator
-            if self.shots is None:
-                if self.backend is not None and not _is_aer(self.backend):
-                    raise ValueError(
-                        f"shots=None means exact expectation values, which backend {backend_name(self.backend)!r} "
-                        "cannot give: pass shots=N, or an exact estimator"
-                    )
-                from qiskit_aer.primitives import EstimatorV2 as AerEstimatorV2
+            if self.backend is not None and not _is_aer(self.backend):
+                raise ValueError(
+                    f"shots=None means exact expectation values, which backend {backend_name(self.backend)!r} "
+                    "cannot give: pass shots=N, or an exact estimator"
+                )
+            from qiskit_aer.primitives import EstimatorV2 as AerEstimatorV2
 
-                if self.backend is None:
-                    return AerEstimatorV2()
-                return AerEstimatorV2(options={"backend_options": _aer_options(self.backend)})
-            precision = (1.0 + 1e-12) / math.sqrt(self.shots)  # BackendEstimatorV2 runs ceil(1/precision^2) shots
-            return BackendEstimatorV2(backend=self._backend(), options={"default_precision": precision})
+            return AerEstimatorV2(options={"backend_options": self._aer_backend_options()})
         if sampler is not None:
             return sampler
-        return BackendSamplerV2(backend=self._backend(), options={"default_shots": self.shots})
+        if self.backend is None or _is_aer(self.backend):
+            # Aer's own sampler binds parameters inside Aer: much faster than binding circuits in Python.
+            from qiskit_aer.primitives import SamplerV2 as AerSamplerV2
 
-    def _backend(self):
-        if self.backend is None:
-            from qiskit_aer import AerSimulator
+            return AerSamplerV2(default_shots=self.shots, options={"backend_options": self._aer_backend_options()})
+        from qiskit.primitives import BackendSamplerV2
 
-            self.backend = AerSimulator()
-        return self.backend
+        return BackendSamplerV2(backend=self.backend, options={"default_shots": self.shots})
+
+    def _aer_backend_options(self):
+        if self.backend is not None:
+            return _aer_options(self.backend)
+        # Our default: Aer's OpenMP threads fight TensorFlow's thread pool in a
+        # train step (5x slower steps measured on 2 cores); small circuits gain
+        # nothing from them.
+        return {"max_parallel_threads": 1}
+
+    def _reseed(self):
+        if self._rng is None:
+            return
+        seed = int(self._rng.integers(2**31 - 1))
+        options = getattr(self.primitive, "options", None)
+        if isinstance(getattr(options, "run_options", None), dict) and hasattr(options, "backend_options"):
+            options.run_options["seed_simulator"] = seed  # Aer's primitives
+        elif hasattr(options, "seed_simulator"):
+            options.seed_simulator = seed  # BackendSamplerV2
 
     # ---- running
 
@@ -344,39 +418,43 @@ class QiskitExecutor(_Executor):
     def run_angles(self, angles):
         """Runs the rotation-form circuit for gate angles [N, G] as one job -> [N, O]."""
         angles = np.asarray(angles, dtype=np.float64)
-        if angles.shape[0] == 0:
+        rows = angles.shape[0]
+        if rows == 0:
             return np.zeros((0, self.num_outputs))
-        if self._rng is not None and hasattr(self.primitive, "options") and hasattr(self.primitive.options, "seed_simulator"):
-            self.primitive.options.seed_simulator = int(self._rng.integers(2**31 - 1))
+        self._reseed()
+        # No parameters: one evaluation, repeated (the PUB would have no batch shape).
         values = angles if self.num_gate_params else None
+        repeat = rows if values is None else 1
         try:
             if self.kind == "estimator":
                 observables = np.empty((1, len(self.observables)), dtype=object)
                 observables[0, :] = self.observables  # np.array() would iterate the operators
-                pub = (self.gate_circuit, observables, None if values is None else values[:, None, :])
+                pub = (self.circuits[0], observables, None if values is None else values[:, None, :])
                 kwargs = {} if self.shots is None else {"precision": (1.0 + 1e-12) / math.sqrt(self.shots)}
-                evs = np.asarray(self._result(pub, **kwargs).data.evs, dtype=np.float64)
-                if values is None:  # no parameters: the observables alone set the shape
-                    return np.repeat(evs.reshape(1, -1), angles.shape[0], axis=0)
-                return evs.reshape(angles.shape[0], -1)
-            pub = (self.gate_circuit, values)
-            kwargs = {} if self.shots is None else {"shots": self.shots}
-            data = self._result(pub, **kwargs).join_data()
-            bits = data.to_bool_array(order="little")  # [N, shots, clbits], clbit k at index k
-            if values is None:
-                bits = np.broadcast_to(bits, (angles.shape[0],) + bits.shape[-2:])
-            weights = 2.0 ** np.arange(bits.shape[-1])
-            return (bits.reshape(angles.shape[0], -1, bits.shape[-1]) @ weights).mean(axis=1)[:, None]
-        except BackendJobError:
+                evs = np.asarray(self._results([pub], **kwargs)[0].data.evs, dtype=np.float64)
+                out = evs.reshape(-1, self.num_outputs)
+            elif self.kind == "sampled_estimator":
+                results = self._results([(c, values) for c in self.circuits], shots=self.shots)
+                out = np.zeros((rows // repeat, self.num_outputs))
+                for result, terms in zip(results, self._groups):
+                    signs = 1.0 - 2.0 * _bits(result, rows // repeat, MEASURE_REGISTER).astype(np.float64)  # [N, shots, qubits]
+                    for output, coeff, support in terms:
+                        out[:, output] += coeff * np.prod(signs[..., support], axis=-1).mean(axis=1)
+            else:
+                (result,) = self._results([(self.circuits[0], values)], shots=self.shots)
+                bits = _bits(result, rows // repeat)  # [N, shots, clbits], clbit k at index k
+                out = (bits @ (2.0 ** np.arange(bits.shape[-1]))).mean(axis=1)[:, None]
+        except (BackendJobError, QiskitCircuitError):
             raise
         except Exception as e:
             raise BackendJobError(
                 f"The {type(self.primitive).__name__} job on {backend_name(self.backend)!r} failed: "
                 f"{type(e).__name__}: {e}"
             ) from e
+        return np.repeat(out, repeat, axis=0) if repeat > 1 else out
 
-    def _result(self, pub, **kwargs):
-        return self.primitive.run([pub], **kwargs).result()[0]
+    def _results(self, pubs, **kwargs):
+        return self.primitive.run(pubs, **kwargs).result()
 
     def vjp(self, values, upstream, differentiator):
         """Gradient of sum(upstream * run(values)) w.r.t. values [B, P]: one job of shifted sets."""
@@ -396,8 +474,8 @@ def _is_aer(backend):
 
 
 def _aer_options(backend):
-    method = getattr(backend.options, "method", "automatic")
-    return {"method": method}
+    return {name: getattr(backend.options, name) for name in ("method", "max_parallel_threads")
+            if getattr(backend.options, name, None) is not None}
 
 
 def backend_name(backend):

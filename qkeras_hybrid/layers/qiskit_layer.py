@@ -302,8 +302,8 @@ class QiskitLayer(keras.layers.Layer):
             if self.is_black_box:
                 reason = "it wraps a black box, which only runs in Python"
             else:
-                observables = self.observables or [executors.bitstring_value_observable(self.circuit)]
                 try:
+                    observables = self.observables or [executors.bitstring_value_observable(self.circuit)]
                     self._native = CompiledCircuit(
                         self.circuit, observables, symbols=self.input_symbols + self.weight_symbols
                     )
