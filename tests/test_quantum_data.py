@@ -1,6 +1,8 @@
 """QuantumDataLayer: circuits as inputs, the model circuit appended; native and tfq backends."""
 
 import doctest
+import importlib.util
+import os
 
 import cirq
 import keras
@@ -12,7 +14,7 @@ import tensorflow_quantum as tfq
 
 from conftest import central_fd
 from qkeras_hybrid.layers import QuantumDataLayer, quantum_data_layer
-from test_quantum_layer import run_fresh_python
+from test_quantum_layer import REPO, run_fresh_python
 
 QUBITS = [cirq.GridQubit(0, 1), cirq.GridQubit(1, 0), cirq.GridQubit(0, 0)]
 C0, C1, W0, W1 = sympy.symbols("c0 c1 w0 w1")
@@ -156,29 +158,59 @@ def data_model(backend):
     return keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(expectation))
 
 
-@pytest.mark.parametrize("backend", ["native", "tfq"])
-def test_functional_model_learns_and_round_trips(backend, tmp_path):
-    keras.utils.set_random_seed(0)
+def test_functional_models_learn_and_round_trip(tmp_path):
     x, y = cluster_data()
-    model = data_model(backend)
-    model.compile(keras.optimizers.Adam(0.1), "binary_crossentropy", metrics=["accuracy"])
-    model.fit(x, y, epochs=30, batch_size=20, verbose=0)
-    assert model.evaluate(x, y, verbose=0)[1] >= 0.9
-    model.save(tmp_path / "m.keras")
-    model.export(str(tmp_path / "sm"), verbose=False)
+    expected = {}
+    for backend in ["native", "tfq"]:
+        keras.utils.set_random_seed(0)
+        model = data_model(backend)
+        model.compile(keras.optimizers.Adam(0.1), "binary_crossentropy", metrics=["accuracy"])
+        model.fit(x, y, epochs=30, batch_size=20, verbose=0)
+        assert model.evaluate(x, y, verbose=0)[1] >= 0.9, backend
+        model.save(tmp_path / f"{backend}.keras")
+        model.export(str(tmp_path / f"{backend}_sm"), verbose=False)
+        expected[backend] = model.predict(x, verbose=0)
     np.save(tmp_path / "x.npy", x.numpy())
     run_fresh_python(f"""
         import numpy as np, keras, tensorflow as tf
         import qkeras_hybrid
         x = tf.constant(np.load({str(tmp_path / 'x.npy')!r}, allow_pickle=True))
-        m = keras.models.load_model({str(tmp_path / 'm.keras')!r})
-        np.save({str(tmp_path / 'keras.npy')!r}, m.predict(x, verbose=0))
-        served = tf.saved_model.load({str(tmp_path / 'sm')!r})
-        np.save({str(tmp_path / 'served.npy')!r}, served.serve(x).numpy())
+        for backend in ["native", "tfq"]:
+            m = keras.models.load_model({str(tmp_path)!r} + f"/{{backend}}.keras")
+            np.save({str(tmp_path)!r} + f"/{{backend}}_keras.npy", m.predict(x, verbose=0))
+            served = tf.saved_model.load({str(tmp_path)!r} + f"/{{backend}}_sm")
+            np.save({str(tmp_path)!r} + f"/{{backend}}_served.npy", served.serve(x).numpy())
     """)
-    expected = model.predict(x, verbose=0)
-    np.testing.assert_allclose(np.load(tmp_path / "keras.npy"), expected, atol=1e-6)
-    np.testing.assert_allclose(np.load(tmp_path / "served.npy"), expected, atol=1e-6)
+    for backend in ["native", "tfq"]:
+        np.testing.assert_allclose(np.load(tmp_path / f"{backend}_keras.npy"), expected[backend], atol=1e-6)
+        np.testing.assert_allclose(np.load(tmp_path / f"{backend}_served.npy"), expected[backend], atol=1e-6)
+
+
+def load_example(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "examples", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_qcnn_example_classifies_excited_cluster_states(capsys):
+    example = load_example("excited_cluster_states")
+    assert len(cirq.parameter_symbols(example.qcnn_circuit(example.QUBITS))) == 63  # the tutorial's QCNN
+    result = example.main(["--quick"])
+    assert "test accuracy" in capsys.readouterr().out
+    # Balanced labels: chance is 0.5; 29 test circuits at >= 0.7 is p < 0.02 by chance.
+    assert result["test_size"] == 29 and result["test_accuracy"] >= 0.7, result
+    assert result["tfq_dataset_accuracy"] >= 7 / 9, result
+
+
+@pytest.mark.parametrize("backend", ["native", "tfq"])
+def test_hello_many_worlds_steers_each_command_to_its_state(backend):
+    example = load_example("hello_many_worlds")
+    result = example.run(backend, epochs=100)
+    np.testing.assert_allclose(result["bloch"], example.TARGETS, atol=0.15)
+    for target, bloch in zip(example.TARGETS, result["bloch"]):
+        axis = int(np.argmax(np.abs(target)))
+        assert bloch[axis] * target[axis] > 0.95
 
 
 def test_docstring_example_runs():
