@@ -18,6 +18,14 @@ for
 Before timing, each case checks that both agree on values and gradients
 within --tol (1e-4) and aborts (exit status 2) if not.
 
+Then the layer path (skip with --no-layer-path): the same circuit as a Keras
+layer, `QuantumLayer(..., backend="native")` vs `QuantumLayer(...,
+backend="tfq")` (TFQ's Adjoint differentiator), inputs [B, n] = the x_i and
+the w as the layer's weights, timing layer(x) and layer(x) plus the gradient
+of the sum w.r.t. the inputs and the weights, each in a tf.function. This is
+what a model pays per step on each backend, circuit conversion and tiling
+included.
+
 Usage (from the repository root):
   TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/op_bench.py
   ... benchmarks/op_bench.py --quick --cases 4,10 --json /tmp/bench.json
@@ -455,6 +463,118 @@ def breakdown(cc, values, reps):
 
 
 # ----------------------------------------------------------------------------
+# The layer path: QuantumLayer(backend="native") vs QuantumLayer(backend="tfq")
+
+
+def build_layer_case(n, layers):
+    from qkeras_hybrid.layers import QuantumLayer
+
+    circuit, _, symbols, observables = hardware_efficient(n, layers)
+    xs, ws = symbols[:n], symbols[n:]
+    by_backend = {
+        backend: QuantumLayer(circuit, observables, input_symbols=xs, weight_symbols=ws, backend=backend)
+        for backend in ("tfq", "native")
+    }
+    for layer in by_backend.values():
+        layer.build((None, n))
+    by_backend["tfq"].set_weights(by_backend["native"].get_weights())
+    spec = [tf.TensorSpec([None, n], tf.float32)]
+    fns = {}
+    for backend, layer in by_backend.items():
+        fns[f"{backend}_fwd"] = tf.function(layer.__call__, input_signature=spec, reduce_retracing=True)
+
+        def fwd_grad(x, layer=layer):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                out = layer(x)
+                total = tf.reduce_sum(out)
+            gx, gw = tape.gradient(total, [x, layer.quantum_weights.value])
+            return out, gx, gw
+
+        fns[f"{backend}_grad"] = tf.function(fwd_grad, input_signature=spec, reduce_retracing=True)
+    return fns
+
+
+def bench_layer_case(n, layers, batch, args, case_budget):
+    label = f"n={n} L={layers} B={batch}"
+    print(f"\n[layer path, {label}]", flush=True)
+    fns = build_layer_case(n, layers)
+    x = tf.constant(np.random.default_rng(4321 + n).uniform(-np.pi, np.pi, size=(batch, n)), tf.float32)
+    outputs, warm_s = {}, {}
+    for name, fn in fns.items():
+        t0 = time.perf_counter()
+        outputs[name] = run(fn, x)
+        warm_s[name] = time.perf_counter() - t0
+    dev = {
+        "fwd_value": float(np.max(np.abs(outputs["tfq_fwd"] - outputs["native_fwd"]))),
+        "grad_inputs": float(np.max(np.abs(outputs["tfq_grad"][1] - outputs["native_grad"][1]))),
+        "grad_weights": float(np.max(np.abs(outputs["tfq_grad"][2] - outputs["native_grad"][2]))),
+    }
+    print("  max |tfq - native|: values {fwd_value:.2e}, input gradients {grad_inputs:.2e}, "
+          "weight gradients {grad_weights:.2e}".format(**dev), flush=True)
+    # Weight gradients sum over the batch: compare them relative to their size.
+    scale = max(1.0, float(np.max(np.abs(outputs["native_grad"][2]))))
+    bad = dev["fwd_value"] > args.tol or dev["grad_inputs"] > args.tol or dev["grad_weights"] > args.tol * scale
+    failure = f"LAYER PATH AGREEMENT FAILURE for {label}: {dev}" if bad else None
+    if failure:
+        print(f"\n!!! {failure}\n", flush=True)
+    est = {}
+    for name, fn in fns.items():
+        t0 = time.perf_counter()
+        run(fn, x)
+        est[name] = min(warm_s[name], time.perf_counter() - t0)
+    reps = args.reps if args.reps is not None else ((5 if n < 20 else 2) if args.quick else (15 if n < 20 else 5))
+    per_rep = sum(2 * v if v < args.settle_below and not args.no_settle else v for v in est.values())
+    capped = max(args.min_reps, int(case_budget // max(per_rep, 1e-9)))
+    if capped < reps:
+        print(f"  one repetition of all four takes ~{per_rep:.1f} s: {reps} -> {capped} reps", flush=True)
+        reps = capped
+    names = list(fns)
+    samples = {name: [] for name in names}
+    for r in range(reps):  # interleaved, rotating order, settle calls as for the ops
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            if est[name] < args.settle_below and not args.no_settle:
+                run(fns[name], x)
+            t0 = time.perf_counter()
+            run(fns[name], x)
+            samples[name].append(time.perf_counter() - t0)
+    med = {name: statistics.median(v) * 1e3 for name, v in samples.items()}
+    for name in names:
+        print(f"  {name:11s} median {med[name]:10.2f} ms  (min {min(samples[name]) * 1e3:.2f}, reps {reps})",
+              flush=True)
+    return {
+        "case": {"n": n, "L": layers, "B": batch},
+        "label": label,
+        "reps": reps,
+        "median_ms": med,
+        "samples_ms": {k: [t * 1e3 for t in v] for k, v in samples.items()},
+        "fwd_ratio": med["tfq_fwd"] / med["native_fwd"],
+        "grad_ratio": med["tfq_grad"] / med["native_grad"],
+        "max_deviation": dev,
+        "agreement_failure": failure,
+    }
+
+
+def print_layer_table(results):
+    header = ["case (layer path)", "tfq fwd ms", "native fwd ms", "ratio", "tfq fwd+grad ms",
+              "native fwd+grad ms", "ratio (tfq/native)", ""]
+    rows = [[
+        r["label"], fmt_ms(r["median_ms"]["tfq_fwd"]), fmt_ms(r["median_ms"]["native_fwd"]), f"{r['fwd_ratio']:.2f}x",
+        fmt_ms(r["median_ms"]["tfq_grad"]), fmt_ms(r["median_ms"]["native_grad"]), f"{r['grad_ratio']:.2f}x",
+        "DISAGREE" if r["agreement_failure"] else "",
+    ] for r in results]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+
+    def line(cells):
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    print(line(header))
+    print(line(["-" * w for w in widths]))
+    for row in rows:
+        print(line(row))
+
+
+# ----------------------------------------------------------------------------
 # Output
 
 
@@ -550,6 +670,8 @@ def main(argv=None):
                         help="set TF's intra-op thread count (default: TF's choice)")
     parser.add_argument("--breakdown", action="store_true",
                         help="also time ours' angle map and raw ops separately")
+    parser.add_argument("--no-layer-path", action="store_true",
+                        help="skip the layer-path report (QuantumLayer native vs tfq)")
     args = parser.parse_args(argv)
     cases = parse_cases(args.cases)
 
@@ -599,10 +721,17 @@ def main(argv=None):
         except AgreementError as e:
             aborted = str(e)
             break
+    layer_results = []
+    if not args.no_layer_path and not aborted:
+        layer_start = time.perf_counter()
+        for i, (n, layers, batch) in enumerate(cases):
+            spent = time.perf_counter() - layer_start
+            share = max(0.0, budget - spent) / (len(cases) - i)
+            layer_results.append(bench_layer_case(n, layers, batch, args, share))
     total_s = time.perf_counter() - t_start
     meta["loadavg_after"] = os.getloadavg()
     meta["total_s"] = total_s
-    failures = [r["agreement_failure"] for r in results if r.get("agreement_failure")]
+    failures = [r["agreement_failure"] for r in results + layer_results if r.get("agreement_failure")]
     if aborted:
         failures.append(aborted)
     meta["agreement_failures"] = failures
@@ -611,6 +740,9 @@ def main(argv=None):
     print()
     if results:
         print_table(results)
+    if layer_results:
+        print()
+        print_layer_table(layer_results)
     if aborted:
         skipped = [f"n={c[0]} L={c[1]} B={c[2]}" for c in cases[len(results):]]
         print(f"\n!!! ABORTED: {aborted}; not timed: {', '.join(skipped)}. "
@@ -621,7 +753,7 @@ def main(argv=None):
 
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"meta": meta, "results": results}, f, indent=2)
+            json.dump({"meta": meta, "results": results, "layer_results": layer_results}, f, indent=2)
         print(f"Wrote {args.json}")
     if failures:
         print(f"\n!!! {len(failures)} agreement failure(s): exit status 2", file=sys.stderr)
