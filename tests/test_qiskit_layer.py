@@ -484,3 +484,30 @@ def _aer():
     from qiskit_aer import AerSimulator
 
     return AerSimulator()
+
+
+def test_user_primitives_statevector_estimator_and_sampler():
+    from qiskit.primitives import StatevectorEstimator, StatevectorSampler
+
+    layer = exact_layer(estimator=StatevectorEstimator())
+    layer.build((None, 1))
+    layer.quantum_weights.assign([0.5, -0.3, 1.1])
+    inputs = np.array([[0.2], [-1.4]])
+    rows = np.concatenate([inputs, np.tile([0.5, -0.3, 1.1], (2, 1))], axis=1)
+    reference = statevector_expectations(hard_circuit(), OBSERVABLES, ["x", "a", "b", "c"], rows)
+    np.testing.assert_allclose(layer(tf.constant(inputs)).numpy(), reference, atol=1e-10)
+    rebuilt = QiskitLayer.from_config(layer.get_config())
+    assert type(rebuilt.estimator).__name__ == "StatevectorEstimator"
+
+    sampled = QiskitLayer(textbook_circuit(), input_params=[X], sampler=StatevectorSampler(seed=2), shots=4000,
+                          dtype="float64")
+    np.testing.assert_allclose(sampled(tf.constant(inputs)).numpy(), (1 + np.sin(inputs)) / 2, atol=5 * 0.5 / 63)
+
+
+def test_docstring_example_runs():
+    import doctest
+
+    from qkeras_hybrid.layers import qiskit_layer
+
+    result = doctest.testmod(qiskit_layer, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
