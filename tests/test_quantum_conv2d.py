@@ -353,3 +353,12 @@ def test_qccnn_tetris_example_quick_run(tmp_path):
     qccnn_2 = next(r for r in rows if r["labels"] == 2 and r["model"] == "QCCNN-1")
     assert qccnn_2["test_accuracy_mean"] > 0.6  # chance is 0.5
     assert all(0.0 <= r["test_loss_mean"] < 1.0 for r in rows)
+
+
+def test_docstring_example_runs():
+    import doctest
+
+    from qkeras_hybrid.layers import quantum_conv2d
+
+    result = doctest.testmod(quantum_conv2d, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0

@@ -163,3 +163,12 @@ def test_tfds_builder_generates_the_loader_split_locally(tmp_path):
             assert pairs[0][0].dtype == np.float32 and pairs[0][0].shape == (3, 3, 1)
             assert got == sorted((image.tobytes(), int(label)) for image, label in zip(x, y))
     assert tfds.builder("qkeras_hybrid_tetris/s_t", data_dir=str(tmp_path)).info.splits["test"].num_examples == 80
+
+
+def test_docstring_example_runs():
+    import doctest
+
+    from qkeras_hybrid.datasets import tetris
+
+    result = doctest.testmod(tetris, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
