@@ -122,6 +122,18 @@ def test_native_and_tfq_gradients_match_finite_differences():
         np.testing.assert_allclose(gw.numpy(), fd_w, atol=atol, err_msg=backend)
 
 
+def test_sampled_expectations_on_data_circuits():
+    # TFQ's sampled op has no seed: check against shot noise. <Z> after
+    # H then Ry(w) is -sin(w); 20000 shots give a standard deviation <= 0.0071.
+    q = cirq.LineQubit(0)
+    shots = 20000
+    layer = QuantumDataLayer(cirq.Circuit(cirq.ry(sympy.Symbol("w"))(q)), cirq.Z(q), backend="tfq",
+                             repetitions=shots, differentiator=tfq.differentiators.ParameterShift(),
+                             initializer=keras.initializers.Constant(0.5))
+    out = layer([cirq.Circuit(cirq.H(q)), cirq.Circuit(cirq.X(q))]).numpy()[:, 0]
+    np.testing.assert_allclose(out, [-np.sin(0.5), -np.cos(0.5)], atol=5 / np.sqrt(shots))
+
+
 def test_bad_inputs_are_named():
     q = QUBITS
     layer = QuantumDataLayer(model_circuit(), OBSERVABLES, input_symbols=[C0, C1])
