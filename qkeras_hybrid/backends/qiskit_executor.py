@@ -14,13 +14,14 @@ de_j/dtheta (sympy, vectorized over the batch) gives the user's gradient. So
 as qiskit-algorithms' gradients do it.
 
 Primitives. Qiskit 2's V2 primitives only. With observables and
-`shots=None`: Aer's EstimatorV2 (exact expectation values). With `shots=N`:
-`BackendEstimatorV2` on the backend (default `AerSimulator`), which measures
-each commuting group of Pauli terms with N shots: real sampling, not
-Aer's Gaussian `precision` noise. Without observables the circuit's
-measurements are read by a sampler (`BackendSamplerV2`) and the value is the
-mean integer value of the measured bitstring (the Qiskit textbook's
-sum of state x probability).
+`shots=None`: Aer's EstimatorV2 (exact expectation values). With `shots=N`
+and no estimator given: each qubit-wise commuting group of Pauli terms is
+measured in its basis with N shots by a sampler (Aer's SamplerV2, which binds
+parameters inside Aer, or `BackendSamplerV2` for other backends), all groups
+in one job: real sampling, not the Gaussian noise Aer's EstimatorV2 adds for a
+`precision`. Without observables the circuit's own measurements are sampled
+and the value is the mean integer value of the measured bitstring (the Qiskit
+textbook's sum of state x probability).
 """
 
 import math
@@ -40,6 +41,10 @@ FIXED_GATES = (
 
 
 MEASURE_REGISTER = "qkh_basis_meas"
+# Our default simulator runs single-threaded: Aer's OpenMP threads fight
+# TensorFlow's thread pool inside a train step (5x slower steps measured on 2
+# cores), and small circuits gain nothing from them.
+DEFAULT_AER_OPTIONS = {"max_parallel_threads": 1}
 
 
 class BackendJobError(RuntimeError):
@@ -377,25 +382,21 @@ class QiskitExecutor(_Executor):
                 )
             from qiskit_aer.primitives import EstimatorV2 as AerEstimatorV2
 
-            return AerEstimatorV2(options={"backend_options": self._aer_backend_options()})
+            if self.backend is not None:  # the user's simulator as it is (noise model included)
+                return AerEstimatorV2.from_backend(self.backend)
+            return AerEstimatorV2(options={"backend_options": DEFAULT_AER_OPTIONS})
         if sampler is not None:
             return sampler
         if self.backend is None or _is_aer(self.backend):
             # Aer's own sampler binds parameters inside Aer: much faster than binding circuits in Python.
             from qiskit_aer.primitives import SamplerV2 as AerSamplerV2
 
-            return AerSamplerV2(default_shots=self.shots, options={"backend_options": self._aer_backend_options()})
+            if self.backend is not None:
+                return AerSamplerV2.from_backend(self.backend, default_shots=self.shots)
+            return AerSamplerV2(default_shots=self.shots, options={"backend_options": DEFAULT_AER_OPTIONS})
         from qiskit.primitives import BackendSamplerV2
 
         return BackendSamplerV2(backend=self.backend, options={"default_shots": self.shots})
-
-    def _aer_backend_options(self):
-        if self.backend is not None:
-            return _aer_options(self.backend)
-        # Our default: Aer's OpenMP threads fight TensorFlow's thread pool in a
-        # train step (5x slower steps measured on 2 cores); small circuits gain
-        # nothing from them.
-        return {"max_parallel_threads": 1}
 
     def _reseed(self):
         if self._rng is None:
