@@ -336,6 +336,10 @@ def test_bad_input_gives_clear_errors():
         QiskitLayer(hard_circuit(), input_params=[X])
     with pytest.raises(ValueError, match="act on \\[1\\] qubits, the circuit has 3"):
         QiskitLayer(hard_circuit(), SparsePauliOp("Z"), input_params=[X])
+    with pytest.raises(TypeError, match="observables must be qiskit SparsePauliOps, got LineQubit"):
+        import cirq
+
+        QiskitLayer(hard_circuit(), [cirq.LineQubit(0)], input_params=[X])
     with pytest.raises(TypeError, match="run\\(values\\) method"):
         QiskitLayer(object(), input_params=1)
     with pytest.raises(TypeError, match="needs get_config and from_config"):

@@ -27,6 +27,19 @@ def _param_names(params, kind):
     return names
 
 
+def _sparse_pauli_op(observable):
+    from qiskit.quantum_info import SparsePauliOp
+
+    if isinstance(observable, SparsePauliOp):
+        return observable
+    try:  # a Pauli or a Pauli label
+        return SparsePauliOp(observable)
+    except Exception as e:
+        raise TypeError(
+            f"QiskitLayer observables must be qiskit SparsePauliOps, got {type(observable).__name__}: {e}"
+        ) from e
+
+
 def _exporting():
     """True while Keras's `model.export` / `ExportArchive` or `tf.saved_model.save` traces the model.
 
@@ -148,9 +161,7 @@ class QiskitLayer(keras.layers.Layer):
     ):
         circuit = self._circuit_from_config(circuit)
         if observables is not None:
-            observables = serialization.observables_from_config(
-                observables if isinstance(observables, list) else _as_list(observables)
-            )
+            observables = serialization.observables_from_config(_as_list(observables))
         self.backend = executors.backend_from_config(backend)
         self.estimator = executors.primitive_from_config(estimator)
         self.sampler = executors.primitive_from_config(sampler)
@@ -198,9 +209,9 @@ class QiskitLayer(keras.layers.Layer):
         unbound = sorted(set(by_name) - set(names))
         if unbound:
             raise ValueError(f"Circuit parameters {unbound} are neither input_params nor weight_params")
-        self.observables = observables
+        self.observables = [_sparse_pauli_op(o) for o in observables or []]
         self.executor = executors.QiskitExecutor(
-            circuit, observables, [by_name[n] for n in names], backend=self.backend, estimator=self.estimator,
+            circuit, self.observables, [by_name[n] for n in names], backend=self.backend, estimator=self.estimator,
             sampler=self.sampler, shots=self.shots, seed=self.seed,
         )
         self.num_outputs = self.executor.num_outputs
