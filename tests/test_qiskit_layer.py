@@ -515,3 +515,17 @@ def test_docstring_example_runs():
 
     result = doctest.testmod(qiskit_layer, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_circuit_without_parameters_and_layer_without_inputs():
+    qc = QuantumCircuit(2)
+    qc.h(0)
+    qc.cx(0, 1)
+    qc.ry(0.4, 1)
+    observables = [SparsePauliOp("ZZ"), SparsePauliOp("XI")]
+    reference = statevector_expectations(qc, observables, [], [[]])
+    for kwargs, tolerance in (({}, 1e-10), ({"shots": 4000, "seed": 0}, 5 / np.sqrt(4000))):
+        layer = QiskitLayer(qc, observables, dtype="float64", **kwargs)
+        out = layer(np.zeros((3, 5)))  # no input params: only the batch size is used
+        np.testing.assert_allclose(out.numpy(), np.repeat(reference, 3, axis=0), atol=tolerance)
+        assert layer.quantum_weights.shape == (0,)
