@@ -28,14 +28,8 @@ INSTALL_HINT = (
     "with tensorflow 2.18.x)"
 )
 
-# Differentiators stored in configs by class name and constructor arguments.
-_DIFFERENTIATOR_ARGS = {
-    "Adjoint": (),
-    "ParameterShift": (),
-    "ForwardDifference": ("error_order", "grid_spacing"),
-    "CentralDifference": ("error_order", "grid_spacing"),
-    "LinearCombination": ("weights", "perturbations"),
-}
+# TFQ's differentiators, stored in configs by class name and constructor arguments.
+DIFFERENTIATORS = ("Adjoint", "CentralDifference", "ForwardDifference", "LinearCombination", "ParameterShift")
 
 
 class TFQNotAvailableError(ImportError):
@@ -111,10 +105,10 @@ def differentiator_to_config(differentiator):
         return None
     tfq = require_tfq("A TFQ differentiator")
     name = type(differentiator).__name__
-    if name not in _DIFFERENTIATOR_ARGS or type(differentiator) is not getattr(tfq.differentiators, name):
+    if name not in DIFFERENTIATORS or type(differentiator) is not getattr(tfq.differentiators, name):
         raise ValueError(
             f"Cannot save differentiator {type(differentiator).__module__}.{type(differentiator).__qualname__}: "
-            f"only TFQ's own {sorted(_DIFFERENTIATOR_ARGS)} can be stored in a layer config"
+            f"only TFQ's own {list(DIFFERENTIATORS)} can be stored in a layer config"
         )
     if name == "ForwardDifference":
         config = {"error_order": int(differentiator.error_order), "grid_spacing": float(differentiator.grid_spacing)}
@@ -140,9 +134,9 @@ def differentiator_from_config(config):
         return config
     tfq = require_tfq("Restoring a TFQ differentiator")
     name = config.get("class_name")
-    if name not in _DIFFERENTIATOR_ARGS:
+    if name not in DIFFERENTIATORS:
         raise ValueError(f"Unknown differentiator {name!r} in a saved config: expected one of "
-                         f"{sorted(_DIFFERENTIATOR_ARGS)}")
+                         f"{list(DIFFERENTIATORS)}")
     return getattr(tfq.differentiators, name)(**config.get("config", {}))
 
 
