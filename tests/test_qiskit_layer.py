@@ -529,3 +529,26 @@ def test_circuit_without_parameters_and_layer_without_inputs():
         out = layer(np.zeros((3, 5)))  # no input params: only the batch size is used
         np.testing.assert_allclose(out.numpy(), np.repeat(reference, 3, axis=0), atol=tolerance)
         assert layer.quantum_weights.shape == (0,)
+
+
+def test_backend_transpilation_keeps_qubits_and_observables_aligned():
+    from qiskit.primitives import StatevectorEstimator
+    from qiskit.providers.fake_provider import GenericBackendV2
+
+    qc = QuantumCircuit(3)
+    qc.ry(X, 0)
+    qc.cx(0, 2)  # not adjacent on a line: routing may move qubits
+    qc.rx(A, 1)
+    qc.cry(A, 2, 1)
+    observables = [SparsePauliOp("ZII"), SparsePauliOp("IZI"), SparsePauliOp("XZY")]
+    rows = np.array([[0.4, 1.1], [-1.2, 1.1]])  # inputs x, shared weight a
+    reference = statevector_expectations(qc, observables, ["x", "a"], rows)
+    backend = GenericBackendV2(5, coupling_map=[[0, 1], [1, 2], [2, 3], [3, 4]], seed=3, noise_info=False)
+    for kwargs, tolerance in (({"estimator": StatevectorEstimator()}, 1e-9),
+                              ({"shots": 4000, "seed": 2}, 5 / np.sqrt(4000))):
+        layer = QiskitLayer(qc, observables, input_params=[X], backend=backend, dtype="float64", **kwargs)
+        assert all(c.num_qubits == 5 for c in layer.executor.circuits)  # really targeted at the device
+        layer.build((None, 1))
+        layer.quantum_weights.assign(rows[:1, 1])
+        got = layer(tf.constant(rows[:, :1])).numpy()
+        np.testing.assert_allclose(got, reference, atol=tolerance)
