@@ -30,7 +30,6 @@ import cirq  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import sympy  # noqa: E402
-import tensorflow as tf  # noqa: E402
 import tensorflow_quantum as tfq  # noqa: E402
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -4,7 +4,6 @@ References: the native backend (itself tested against Cirq), Cirq's simulator,
 central finite differences in float64, and TFQ's own differentiators.
 """
 
-import os
 
 import cirq
 import keras
