@@ -99,6 +99,34 @@ def exact_layer(**kwargs):
     return QiskitLayer(hard_circuit(), OBSERVABLES, input_params=[X], dtype="float64", **kwargs)
 
 
+# ------------------------------------------------------------ differentiators
+
+
+def test_differentiators_shift_sets_and_vjp():
+    def f(v):  # trigonometric of degree 1 in each value, like any Pauli-rotation circuit
+        return np.stack([np.cos(v[:, 0]) * np.sin(v[:, 1]) + 0.3 * np.sin(v[:, 0]), np.cos(v[:, 1])], axis=1)
+
+    def jacobian(v):  # [B, O, P]
+        return np.stack([
+            np.stack([-np.sin(v[:, 0]) * np.sin(v[:, 1]) + 0.3 * np.cos(v[:, 0]), np.cos(v[:, 0]) * np.cos(v[:, 1])], 1),
+            np.stack([np.zeros(len(v)), -np.sin(v[:, 1])], 1),
+        ], axis=1)
+
+    rng = np.random.default_rng(4)
+    values, upstream = rng.uniform(-3, 3, (5, 2)), rng.normal(size=(5, 2))
+    expected = np.einsum("bo,bop->bp", upstream, jacobian(values))
+    for shift in (np.pi / 2, 0.4, 2.5):
+        rule = ParameterShift(shift)
+        shifted = rule.shifted_values(values)
+        assert shifted.shape == (2 * 2 * 5, 2)
+        np.testing.assert_allclose(shifted[5 * 1 + 3], values[3] - [shift, 0])  # parameter 0, minus, row 3
+        np.testing.assert_allclose(rule.vjp(f(shifted), upstream), expected, atol=1e-12)
+    fd = FiniteDifference(1e-4)
+    np.testing.assert_allclose(fd.vjp(f(fd.shifted_values(values)), upstream), expected, atol=1e-7)
+    assert np.max(np.abs(FiniteDifference(0.5).vjp(f(FiniteDifference(0.5).shifted_values(values)), upstream)
+                         - expected)) > 1e-2  # O(h^2) error: the comparison above can fail
+
+
 # ------------------------------------------------------- values, gradients
 
 
