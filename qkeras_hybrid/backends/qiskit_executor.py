@@ -1,8 +1,9 @@
 """Runs a Qiskit circuit (or a black box) for batches of parameter values.
 
-One job per call: the forward pass of a batch is one PUB with a [B, P]
-parameter array, and the shifted parameter sets of a gradient one PUB of
-[2 G B, G] values (G parametric gate occurrences). Never a job per sample.
+One job per call: the forward pass of a batch is one job whose PUB holds a
+[B, G] parameter array, and the gradient one job over all [2 G B, G] shifted
+parameter sets (G parametric gate occurrences; shot-based expectation values
+add one PUB per measurement basis to the same job). Never a job per sample.
 
 Gradients. The circuit is translated once to a basis whose only parametric
 gates are Pauli rotations (rx, ry, rz, rxx, ryy, rzz, rzx), for which the
