@@ -2,7 +2,9 @@
 
 `executor.expectation(symbol_values [B, S], dtype, programs=None) -> [B, O]`,
 differentiable; `programs` are optional quantum data (a batch of TFQ circuit
-strings) run before the circuit.
+strings) run before the circuit. `make_executor` picks one for `QuantumLayer`
+and `QuantumDataLayer`'s `backend=` ("native", "tfq"). `qiskit_executor` runs
+`QiskitLayer`'s circuits on Qiskit primitives (its own interface).
 """
 
 from qkeras_hybrid.backends.native import NativeExecutor
