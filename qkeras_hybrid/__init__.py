@@ -8,8 +8,22 @@ from qkeras_hybrid import ops
 # `import qkeras_hybrid`; fails with instructions if the op is not built.
 ops.load()
 
-from qkeras_hybrid import callbacks, circuits, layers  # noqa: E402
+from qkeras_hybrid import backends, callbacks, circuits, datasets, layers  # noqa: E402
 from qkeras_hybrid.circuits import CompiledCircuit, compile_circuit  # noqa: E402
-from qkeras_hybrid.layers import QuantumLayer  # noqa: E402
+from qkeras_hybrid.layers import QiskitLayer, QuantumConv2D, QuantumDataLayer, QuantumLayer  # noqa: E402
 
-__all__ = ["CompiledCircuit", "QuantumLayer", "callbacks", "circuits", "compile_circuit", "layers", "ops", "__version__"]
+__all__ = [
+    "CompiledCircuit",
+    "QiskitLayer",
+    "QuantumConv2D",
+    "QuantumDataLayer",
+    "QuantumLayer",
+    "__version__",
+    "backends",
+    "callbacks",
+    "circuits",
+    "compile_circuit",
+    "datasets",
+    "layers",
+    "ops",
+]

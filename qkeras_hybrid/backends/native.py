@@ -28,9 +28,6 @@ class NativeExecutor:
         """
         if programs is None:
             return self.compiled.expectation(symbol_values, dtype=dtype)
-        if not hasattr(self.compiled, "expectation_from_state"):
-            raise NotImplementedError("This build of qkeras_hybrid has no native expectation_from_state op; "
-                                      "use backend='tfq' for circuit inputs")
         states = self.data_states(programs)
         initial = tf.stack([tf.math.real(states), tf.math.imag(states)], axis=1)
         return self.compiled.expectation_from_state(tf.cast(initial, dtype), symbol_values, dtype=dtype)
