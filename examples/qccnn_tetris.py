@@ -22,7 +22,7 @@ It writes, under --out (default runs/qccnn_tetris):
 and prints the table. The paper's claim to check: QCCNN reaches almost 100%
 test accuracy on both tasks, with lower loss than the CNNs.
 
-    python examples/qccnn_tetris.py                          # 3 seeds x 40 epochs, a few minutes on 2 cores
+    python examples/qccnn_tetris.py                          # 3 seeds x 40 epochs, 3-6 minutes on 2 cores
     python examples/qccnn_tetris.py --seeds 10 --epochs 100  # closer to the paper
 """
 
