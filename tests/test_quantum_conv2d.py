@@ -323,6 +323,12 @@ def test_bad_arguments_are_named(kwargs, message):
         QuantumConv2D(**kwargs)
 
 
+def test_numpy_integers_are_accepted():
+    layer = QuantumConv2D(np.int64(2), kernel_size=(np.int32(2), 2), strides=np.int64(1), depth=np.int64(1))
+    assert layer.kernel_size == (2, 2) and layer.get_config()["filters"] == 2 and type(layer.depth) is int
+    assert layer(np.zeros((1, 3, 3, 1), "float32")).shape == (1, 2, 2, 2)
+
+
 def test_bad_input_shapes_are_named():
     with pytest.raises(ValueError, match="expected ndim=4|expects inputs"):
         QuantumConv2D(1)(np.zeros((2, 3, 3), "float32"))

@@ -1,6 +1,7 @@
 """QuantumConv2D: the quantum convolution of QCCNN (Liu et al.) as a Keras 3 layer."""
 
 import math
+import numbers
 
 import cirq
 import keras
@@ -12,16 +13,20 @@ from qkeras_hybrid.circuits.compiled import CompiledCircuit
 MAX_KERNEL_QUBITS = 20
 
 
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _pair(value, name):
     """An int or a pair of ints -> a pair of positive Python ints."""
-    items = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
+    items = (value, value) if _is_int(value) else value
     try:
         items = tuple(items)
     except TypeError:
         items = ()
-    if len(items) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in items):
+    if len(items) != 2 or not all(_is_int(v) and v > 0 for v in items):
         raise ValueError(f"{name} must be a positive integer or a pair of positive integers, got {value!r}")
-    return items
+    return tuple(int(v) for v in items)
 
 
 def filter_circuit(kernel_size, depth):
@@ -115,13 +120,13 @@ class QuantumConv2D(keras.layers.Layer):
         constraint=None,
         **kwargs,
     ):
-        if not isinstance(filters, int) or isinstance(filters, bool) or filters <= 0:
+        if not _is_int(filters) or filters <= 0:
             raise ValueError(f"filters must be a positive integer, got {filters!r}")
         self.kernel_size = _pair(kernel_size, "kernel_size")
         self.strides = _pair(strides, "strides")
         if not isinstance(padding, str) or padding.lower() not in ("valid", "same"):
             raise ValueError(f'padding must be "valid" or "same", got {padding!r}')
-        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 0:
+        if not _is_int(depth) or depth < 0:
             raise ValueError(f"depth must be a non-negative integer, got {depth!r}")
         if data_format not in (None, "channels_last"):
             raise ValueError(f'QuantumConv2D supports only data_format="channels_last", got {data_format!r}')
@@ -132,16 +137,16 @@ class QuantumConv2D(keras.layers.Layer):
                 f"{MAX_KERNEL_QUBITS} are supported"
             )
         super().__init__(**kwargs)
-        self.filters = filters
+        self.filters = int(filters)
         self.padding = padding.lower()
-        self.depth = depth
+        self.depth = int(depth)
         self.data_format = "channels_last"
         self.initializer = keras.initializers.get(
             initializer or keras.initializers.RandomUniform(0.0, 2.0 * math.pi)
         )
         self.regularizer = keras.regularizers.get(regularizer)
         self.constraint = keras.constraints.get(constraint)
-        self.circuit, qubits, pixels, weights = filter_circuit(self.kernel_size, depth)
+        self.circuit, qubits, pixels, weights = filter_circuit(self.kernel_size, self.depth)
         self.num_qubits = num_qubits
         self.input_symbols = [str(s) for s in pixels]
         self.weight_symbols = [str(s) for s in weights]
