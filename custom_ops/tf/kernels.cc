@@ -3,7 +3,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <memory>
+#include <thread>
 #include <cmath>
 #include <new>
 #include <string>
@@ -60,10 +62,24 @@ static void RunConcurrently(::tsl::thread::ThreadPool* pool, int n,
   pending.Wait();
 }
 
+// Work shared by the threads of one call: the next group to claim and the
+// number finished.
+struct ClaimState {
+  std::atomic<int64_t> next{0};
+  std::atomic<int64_t> done{0};
+  std::atomic<bool> out_of_memory{false};
+};
+
 template <typename T>
 class ExpectationOpBase : public OpKernel {
  public:
   explicit ExpectationOpBase(OpKernelConstruction* c) : OpKernel(c) {}
+
+  // The executor runs the kernel on the thread that readied it instead of
+  // handing it to the inter-op pool: the kernel spreads its own work over
+  // the intra-op pool, and on small circuits the hand-off cost more than
+  // the simulation.
+  bool IsExpensive() override { return false; }
 
  protected:
   // Validates the program inputs 0..5 and the angles (input angles_input) and
@@ -187,14 +203,32 @@ class ExpectationOpBase : public OpKernel {
           fn(&sim, u * W, lanes_of(u), 2 * threads, parallel);
         return;
       }
-      // One shard per thread, so a call builds at most `threads` simulators
-      // (their buffers are then reused across the shard's samples).
-      const int64_t shards = std::min<int64_t>(threads, units);
-      RunConcurrently(pool, static_cast<int>(shards), [&](int shard) {
-        Sim sim(program);
-        for (int64_t u = units * shard / shards; u < units * (shard + 1) / shards; ++u)
-          fn(&sim, u * W, lanes_of(u), 1, RunSerially);
-      });
+      // Each thread claims groups until none is left, so the calling thread
+      // never waits for a pool thread that wakes late (on a small batch it
+      // may do all the work). A thread builds its simulator on its first
+      // claim and reuses its buffers for the rest.
+      auto claim = [&fn, &program, &lanes_of, units](ClaimState* state) {
+        std::unique_ptr<Sim> sim;
+        for (int64_t u; (u = state->next.fetch_add(1)) < units;) {
+          try {
+            if (sim == nullptr) sim = std::make_unique<Sim>(program);
+            fn(sim.get(), u * W, lanes_of(u), 1, RunSerially);
+          } catch (const std::bad_alloc&) {
+            state->out_of_memory = true;
+          }
+          state->done.fetch_add(1);
+        }
+      };
+      auto state = std::make_shared<ClaimState>();
+      const int helpers = static_cast<int>(std::min<int64_t>(threads, units)) - 1;
+      for (int i = 0; i < helpers; ++i)
+        // A helper that starts after the work is done touches only `state`.
+        pool->Schedule([state, claim, units] {
+          if (state->next.load() < units) claim(state.get());
+        });
+      claim(state.get());
+      while (state->done.load() < units) std::this_thread::yield();
+      if (state->out_of_memory) throw std::bad_alloc();
     } catch (const std::bad_alloc&) {
       c->CtxFailure(__FILE__, __LINE__, errors::ResourceExhausted(
           "out of memory simulating " + std::to_string(program.num_qubits) +
