@@ -4,6 +4,10 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import textwrap  # noqa: E402
+
 import numpy as np  # noqa: E402
 import sympy  # noqa: E402
 
@@ -292,3 +296,18 @@ def qiskit_expectations(qc, observables, params, values):
         sv = Statevector(bound)
         out.append([np.real(sv.expectation_value(o)) for o in observables])
     return np.array(out)
+
+
+# ------------------------------------------------------------ fresh processes
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_fresh_python(code):
+    """Runs `code` in a new Python process (nothing cached from this one); returns its stdout."""
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, cwd=REPO, timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout

@@ -1,9 +1,6 @@
 """QiskitLayer: values and gradients against qiskit.quantum_info.Statevector, batching, models, saving, export."""
 
 import os
-import subprocess
-import sys
-import textwrap
 
 import keras
 import numpy as np
@@ -20,18 +17,10 @@ from qkeras_hybrid.backends.qiskit_executor import BackendJobError, register_bac
 from qkeras_hybrid.differentiators import FiniteDifference, ParameterShift
 from qkeras_hybrid.layers import QiskitLayer
 
+from conftest import run_fresh_python
+
 pytestmark = pytest.mark.filterwarnings("ignore:Qiskit backend .* has no QubitProperties")
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run_fresh_python(code):
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, cwd=REPO, timeout=300,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
 
 
 # ------------------------------------------------------------------ circuits

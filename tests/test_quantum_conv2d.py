@@ -1,9 +1,6 @@
 """QuantumConv2D: values, shapes, gradients, training, saving and export."""
 
 import os
-import subprocess
-import sys
-import textwrap
 
 import cirq
 import keras
@@ -11,13 +8,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import central_fd, cirq_expectations
+from conftest import REPO, central_fd, cirq_expectations, run_fresh_python
 from qkeras_hybrid import ops
 from qkeras_hybrid.datasets import load_tetris
 from qkeras_hybrid.layers import QuantumConv2D
 from qkeras_hybrid.layers.quantum_conv2d import filter_circuit
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # ------------------------------------------------------- numpy reference
 
@@ -251,15 +247,6 @@ def test_config_round_trip():
     np.testing.assert_array_equal(clone(x).numpy(), y)
     assert clone.get_config() == config
     assert config["kernel_size"] == [2, 3] and config["strides"] == [1, 2] and config["padding"] == "same"
-
-
-def run_fresh_python(code):
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, cwd=REPO, timeout=300,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
 
 
 def test_keras_file_and_savedmodel_reload_in_a_fresh_process(tmp_path):

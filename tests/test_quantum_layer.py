@@ -1,9 +1,6 @@
 """QuantumLayer in Keras models: values, gradients, training, saving, export."""
 
 import os
-import subprocess
-import sys
-import textwrap
 
 import cirq
 import keras
@@ -15,7 +12,8 @@ import tensorflow as tf
 import qkeras_hybrid as qh
 from qkeras_hybrid.layers import QuantumLayer
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO, run_fresh_python
+
 QUBITS = cirq.LineQubit.range(2)
 X0, X1, W0, W1, W2 = sympy.symbols("x0 x1 w0 w1 w2")
 
@@ -237,15 +235,6 @@ def trained_model(tmp_path):
     x, y = xy_data(32)
     model.fit(x, y, epochs=2, verbose=0)
     return model, x
-
-
-def run_fresh_python(code):
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, cwd=REPO, timeout=300,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
 
 
 def test_keras_save_load_in_separate_process(tmp_path):
