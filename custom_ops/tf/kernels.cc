@@ -237,71 +237,6 @@ class ExpectationOpBase : public OpKernel {
   }
 };
 
-template <typename T>
-class ExpectationOp : public ExpectationOpBase<T> {
- public:
-  explicit ExpectationOp(OpKernelConstruction* c) : ExpectationOpBase<T>(c) {}
-
-  void Compute(OpKernelContext* c) override {
-    const std::shared_ptr<const Program<T>> shared = this->Prepare(c);
-    if (shared == nullptr) return;
-    const Program<T>& program = *shared;
-    const Tensor& angles = c->input(6);
-    const int64_t batch = angles.dim_size(0);
-    const int64_t num_angles = angles.dim_size(1);
-    const int num_obs = program.num_observables;
-    Tensor* out = nullptr;
-    OP_REQUIRES_OK(c, c->allocate_output(0, TensorShape({batch, num_obs}), &out));
-    const T* a = angles.flat<T>().data();
-    T* e = out->flat<T>().data();
-    this->ForEachSample(c, program, batch,
-                        [&](auto* sim, int64_t b, int lanes, int chunks,
-                            const ParallelChunks& parallel) {
-                          sim->Expectations(a + b * num_angles, num_angles, lanes,
-                                            e + b * num_obs, chunks, parallel);
-                        });
-  }
-};
-
-template <typename T>
-class ExpectationAdjointGradOp : public ExpectationOpBase<T> {
- public:
-  explicit ExpectationAdjointGradOp(OpKernelConstruction* c)
-      : ExpectationOpBase<T>(c) {}
-
-  void Compute(OpKernelContext* c) override {
-    const std::shared_ptr<const Program<T>> shared = this->Prepare(c);
-    if (shared == nullptr) return;
-    const Program<T>& program = *shared;
-    const Tensor& angles = c->input(6);
-    const Tensor& upstream = c->input(7);
-    const int64_t batch = angles.dim_size(0);
-    const int64_t num_angles = angles.dim_size(1);
-    const int num_obs = program.num_observables;
-    OP_REQUIRES(c, upstream.dims() == 2 && upstream.dim_size(0) == batch &&
-                       upstream.dim_size(1) == num_obs,
-                errors::InvalidArgument(
-                    "upstream must have shape ",
-                    TensorShape({batch, num_obs}).DebugString(), ", got ",
-                    upstream.shape().DebugString()));
-    Tensor* out = nullptr;
-    OP_REQUIRES_OK(c, c->allocate_output(0, angles.shape(), &out));
-    const T* a = angles.flat<T>().data();
-    const T* u = upstream.flat<T>().data();
-    T* d = out->flat<T>().data();
-    this->ForEachSample(c, program, batch,
-                        [&](auto* sim, int64_t b, int lanes, int chunks,
-                            const ParallelChunks& parallel) {
-                          thread_local std::vector<double> grad;
-                          grad.assign(lanes * num_angles, 0.0);
-                          sim->Gradient(a + b * num_angles, num_angles, lanes,
-                                        u + b * num_obs, grad.data(), chunks, parallel);
-                          for (int64_t i = 0; i < lanes * num_angles; ++i)
-                            d[b * num_angles + i] = static_cast<T>(grad[i]);
-                        });
-  }
-};
-
 // The initial state [batch, 2, 2^n] (real parts, imaginary parts) of a
 // from-state op: validated against the program and the angles.
 template <typename T>
@@ -328,70 +263,84 @@ static bool ValidateInitialState(OpKernelContext* c, const Program<T>& program,
   return true;
 }
 
-template <typename T>
-class ExpectationFromStateOp : public ExpectationOpBase<T> {
+// Expectation (kFromState: ExpectationFromState, whose input 6 is the
+// initial state and input 7 the angles).
+template <typename T, bool kFromState>
+class ExpectationOp : public ExpectationOpBase<T> {
  public:
-  explicit ExpectationFromStateOp(OpKernelConstruction* c) : ExpectationOpBase<T>(c) {}
+  explicit ExpectationOp(OpKernelConstruction* c) : ExpectationOpBase<T>(c) {}
 
   void Compute(OpKernelContext* c) override {
-    const std::shared_ptr<const Program<T>> shared = this->Prepare(c, 7);
+    constexpr int kAngles = kFromState ? 7 : 6;
+    const std::shared_ptr<const Program<T>> shared = this->Prepare(c, kAngles);
     if (shared == nullptr) return;
     const Program<T>& program = *shared;
-    const Tensor& state = c->input(6);
-    const Tensor& angles = c->input(7);
+    const Tensor& angles = c->input(kAngles);
     const int64_t batch = angles.dim_size(0);
     const int64_t num_angles = angles.dim_size(1);
-    if (!ValidateInitialState(c, program, state, batch)) return;
+    const T* psi = nullptr;
+    int64_t state_stride = 0;
+    if (kFromState) {
+      if (!ValidateInitialState(c, program, c->input(6), batch)) return;
+      psi = c->input(6).flat<T>().data();
+      state_stride = 2 * c->input(6).dim_size(2);
+    }
     const int num_obs = program.num_observables;
-    const int64_t state_stride = 2 * state.dim_size(2);
     Tensor* out = nullptr;
     OP_REQUIRES_OK(c, c->allocate_output(0, TensorShape({batch, num_obs}), &out));
     const T* a = angles.flat<T>().data();
-    const T* psi = state.flat<T>().data();
     T* e = out->flat<T>().data();
     this->ForEachSample(c, program, batch,
                         [&](auto* sim, int64_t b, int lanes, int chunks,
                             const ParallelChunks& parallel) {
                           sim->Expectations(a + b * num_angles, num_angles, lanes,
                                             e + b * num_obs, chunks, parallel,
-                                            psi + b * state_stride);
+                                            psi == nullptr ? nullptr : psi + b * state_stride);
                         });
   }
 };
 
-template <typename T>
-class ExpectationFromStateAdjointGradOp : public ExpectationOpBase<T> {
+// ExpectationAdjointGrad (kFromState: ExpectationFromStateAdjointGrad, which
+// also outputs d_initial_state first).
+template <typename T, bool kFromState>
+class ExpectationAdjointGradOp : public ExpectationOpBase<T> {
  public:
-  explicit ExpectationFromStateAdjointGradOp(OpKernelConstruction* c)
+  explicit ExpectationAdjointGradOp(OpKernelConstruction* c)
       : ExpectationOpBase<T>(c) {}
 
   void Compute(OpKernelContext* c) override {
-    const std::shared_ptr<const Program<T>> shared = this->Prepare(c, 7);
+    constexpr int kAngles = kFromState ? 7 : 6;
+    const std::shared_ptr<const Program<T>> shared = this->Prepare(c, kAngles);
     if (shared == nullptr) return;
     const Program<T>& program = *shared;
-    const Tensor& state = c->input(6);
-    const Tensor& angles = c->input(7);
-    const Tensor& upstream = c->input(8);
+    const Tensor& angles = c->input(kAngles);
+    const Tensor& upstream = c->input(kAngles + 1);
     const int64_t batch = angles.dim_size(0);
     const int64_t num_angles = angles.dim_size(1);
     const int num_obs = program.num_observables;
-    if (!ValidateInitialState(c, program, state, batch)) return;
     OP_REQUIRES(c, upstream.dims() == 2 && upstream.dim_size(0) == batch &&
                        upstream.dim_size(1) == num_obs,
                 errors::InvalidArgument(
                     "upstream must have shape ",
                     TensorShape({batch, num_obs}).DebugString(), ", got ",
                     upstream.shape().DebugString()));
-    const int64_t state_stride = 2 * state.dim_size(2);
-    Tensor* d_state = nullptr;
-    Tensor* d_angles = nullptr;
-    OP_REQUIRES_OK(c, c->allocate_output(0, state.shape(), &d_state));
-    OP_REQUIRES_OK(c, c->allocate_output(1, angles.shape(), &d_angles));
+    const T* psi = nullptr;
+    T* d_psi = nullptr;
+    int64_t state_stride = 0;
+    if (kFromState) {
+      const Tensor& state = c->input(6);
+      if (!ValidateInitialState(c, program, state, batch)) return;
+      Tensor* d_state = nullptr;
+      OP_REQUIRES_OK(c, c->allocate_output(0, state.shape(), &d_state));
+      psi = state.flat<T>().data();
+      d_psi = d_state->flat<T>().data();
+      state_stride = 2 * state.dim_size(2);
+    }
+    Tensor* out = nullptr;
+    OP_REQUIRES_OK(c, c->allocate_output(kFromState ? 1 : 0, angles.shape(), &out));
     const T* a = angles.flat<T>().data();
-    const T* psi = state.flat<T>().data();
     const T* u = upstream.flat<T>().data();
-    T* ds = d_state->flat<T>().data();
-    T* d = d_angles->flat<T>().data();
+    T* d = out->flat<T>().data();
     this->ForEachSample(c, program, batch,
                         [&](auto* sim, int64_t b, int lanes, int chunks,
                             const ParallelChunks& parallel) {
@@ -399,33 +348,26 @@ class ExpectationFromStateAdjointGradOp : public ExpectationOpBase<T> {
                           grad.assign(lanes * num_angles, 0.0);
                           sim->Gradient(a + b * num_angles, num_angles, lanes,
                                         u + b * num_obs, grad.data(), chunks, parallel,
-                                        psi + b * state_stride, ds + b * state_stride);
+                                        psi == nullptr ? nullptr : psi + b * state_stride,
+                                        d_psi == nullptr ? nullptr : d_psi + b * state_stride);
                           for (int64_t i = 0; i < lanes * num_angles; ++i)
                             d[b * num_angles + i] = static_cast<T>(grad[i]);
                         });
   }
 };
 
-#define REGISTER(T)                                                     \
-  REGISTER_KERNEL_BUILDER(Name("QkerasHybrid>Expectation")              \
-                              .Device(DEVICE_CPU)                       \
-                              .TypeConstraint<T>("T"),                  \
-                          ExpectationOp<T>);                            \
-  REGISTER_KERNEL_BUILDER(Name("QkerasHybrid>ExpectationAdjointGrad")   \
-                              .Device(DEVICE_CPU)                       \
-                              .TypeConstraint<T>("T"),                  \
-                          ExpectationAdjointGradOp<T>);                 \
-  REGISTER_KERNEL_BUILDER(Name("QkerasHybrid>ExpectationFromState")     \
-                              .Device(DEVICE_CPU)                       \
-                              .TypeConstraint<T>("T"),                  \
-                          ExpectationFromStateOp<T>);                   \
-  REGISTER_KERNEL_BUILDER(                                              \
-      Name("QkerasHybrid>ExpectationFromStateAdjointGrad")              \
-          .Device(DEVICE_CPU)                                           \
-          .TypeConstraint<T>("T"),                                      \
-      ExpectationFromStateAdjointGradOp<T>);
+#define REGISTER_ONE(NAME, T, KERNEL) \
+  REGISTER_KERNEL_BUILDER(              \
+      Name(NAME).Device(DEVICE_CPU).TypeConstraint<T>("T"), KERNEL)
+#define REGISTER(T)                                                                      \
+  REGISTER_ONE("QkerasHybrid>Expectation", T, (ExpectationOp<T, false>));                \
+  REGISTER_ONE("QkerasHybrid>ExpectationAdjointGrad", T, (ExpectationAdjointGradOp<T, false>)); \
+  REGISTER_ONE("QkerasHybrid>ExpectationFromState", T, (ExpectationOp<T, true>));        \
+  REGISTER_ONE("QkerasHybrid>ExpectationFromStateAdjointGrad", T,                        \
+               (ExpectationAdjointGradOp<T, true>));
 REGISTER(float)
 REGISTER(double)
+#undef REGISTER_ONE
 #undef REGISTER
 
 }  // namespace qkh
