@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <atomic>
 #include <memory>
-#include <thread>
 #include <cmath>
 #include <new>
 #include <string>
@@ -66,20 +65,27 @@ static void RunConcurrently(::tsl::thread::ThreadPool* pool, int n,
 // number finished.
 struct ClaimState {
   std::atomic<int64_t> next{0};
-  std::atomic<int64_t> done{0};
   std::atomic<bool> out_of_memory{false};
+  ::tensorflow::mutex mu;
+  ::tensorflow::condition_variable finished;
+  int64_t done TF_GUARDED_BY(mu) = 0;
+
+  void Finish() {
+    ::tensorflow::mutex_lock lock(mu);
+    ++done;
+    finished.notify_all();
+  }
+  // Sleeps (does not spin: the thread it waits for may need this core).
+  void WaitFor(int64_t units) {
+    ::tensorflow::mutex_lock lock(mu);
+    while (done < units) finished.wait(lock);
+  }
 };
 
 template <typename T>
 class ExpectationOpBase : public OpKernel {
  public:
   explicit ExpectationOpBase(OpKernelConstruction* c) : OpKernel(c) {}
-
-  // The executor runs the kernel on the thread that readied it instead of
-  // handing it to the inter-op pool: the kernel spreads its own work over
-  // the intra-op pool, and on small circuits the hand-off cost more than
-  // the simulation.
-  bool IsExpensive() override { return false; }
 
  protected:
   // Validates the program inputs 0..5 and the angles (input angles_input) and
@@ -216,7 +222,7 @@ class ExpectationOpBase : public OpKernel {
           } catch (const std::bad_alloc&) {
             state->out_of_memory = true;
           }
-          state->done.fetch_add(1);
+          state->Finish();
         }
       };
       auto state = std::make_shared<ClaimState>();
@@ -227,7 +233,7 @@ class ExpectationOpBase : public OpKernel {
           if (state->next.load() < units) claim(state.get());
         });
       claim(state.get());
-      while (state->done.load() < units) std::this_thread::yield();
+      state->WaitFor(units);
       if (state->out_of_memory) throw std::bad_alloc();
     } catch (const std::bad_alloc&) {
       c->CtxFailure(__FILE__, __LINE__, errors::ResourceExhausted(
