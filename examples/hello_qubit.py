@@ -11,7 +11,7 @@ rule at few and many shots. Here:
 2. Training runs (SGD) with each method at 100 and 10,000 shots; the loss
    curves go to a PNG, and the exact <sigma_z> of the final angles is printed.
 
-    python examples/hello_qubit.py                 # ~1 min, writes hello_qubit_loss.png
+    python examples/hello_qubit.py                 # ~1 min, writes runs/hello_qubit/loss.png
     python examples/hello_qubit.py --quick         # a smoke run
 """
 
@@ -105,6 +105,7 @@ def plot(curves, path):
     ax.set_title(f"Hello qubit: U3 angles trained towards <sigma_z> = {TARGET}")
     ax.legend(fontsize=8)
     fig.tight_layout()
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -116,7 +117,8 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=50, help="gradient estimates per method and shots")
     parser.add_argument("--shots", default="100,10000", help="comma-separated shot counts")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--plot", default="hello_qubit_loss.png", help="where to write the loss curves")
+    parser.add_argument("--plot", default=os.path.join("runs", "hello_qubit", "loss.png"),
+                        help="where to write the loss curves")
     parser.add_argument("--quick", action="store_true", help="smoke run: 10 steps, 10 repeats")
     return parser.parse_args(argv)
 
