@@ -4,6 +4,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import importlib.util  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import textwrap  # noqa: E402
@@ -311,3 +312,11 @@ def run_fresh_python(code):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
+
+
+def load_example(name):
+    """The module of `examples/<name>.py`, imported from its file."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "examples", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,8 +1,5 @@
 """The hybrid MNIST demo (examples/hybrid_mnist.py), small and fast."""
 
-import importlib.util
-import os
-
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -10,15 +7,12 @@ import tensorflow as tf
 from qkeras_hybrid.datasets import load_digits
 from qkeras_hybrid.layers import ExpectationToProbabilities, QuantumLayer
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import load_example
 
 
 @pytest.fixture(scope="module")
 def demo():
-    spec = importlib.util.spec_from_file_location("hybrid_mnist", os.path.join(REPO, "examples", "hybrid_mnist.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("hybrid_mnist")
 
 
 def test_demo_split_is_disjoint_balanced_and_shaped():

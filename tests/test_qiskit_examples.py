@@ -1,18 +1,8 @@
 """Smoke runs of the QiskitLayer examples (shortened with --quick), checking what they print and return."""
 
-import importlib.util
-import os
-
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load_example(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "examples", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_example
 
 
 def test_textbook_mnist_quick_learns(capsys):

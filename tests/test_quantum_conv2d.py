@@ -1,6 +1,5 @@
 """QuantumConv2D: values, shapes, gradients, training, saving and export."""
 
-import os
 
 import cirq
 import keras
@@ -8,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO, central_fd, cirq_expectations, run_fresh_python
+from conftest import central_fd, cirq_expectations, load_example, run_fresh_python
 from qkeras_hybrid import ops
 from qkeras_hybrid.datasets import load_tetris
 from qkeras_hybrid.layers import QuantumConv2D
@@ -331,11 +330,7 @@ def test_bad_input_shapes_are_named():
 
 
 def test_qccnn_tetris_example_quick_run(tmp_path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("qccnn_tetris", os.path.join(REPO, "examples", "qccnn_tetris.py"))
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
+    example = load_example("qccnn_tetris")
     rows = example.main(["--seeds", "1", "--epochs", "6", "--labels", "2", "--out", str(tmp_path)])
     assert {(r["labels"], r["model"]) for r in rows} == {(2, m) for m in example.MODELS}
     for name in ("fig3_2_labels.png", "results.csv", "results.md"):

@@ -1,8 +1,6 @@
 """QuantumDataLayer: circuits as inputs, the model circuit appended; native and tfq backends."""
 
 import doctest
-import importlib.util
-import os
 
 import cirq
 import keras
@@ -12,9 +10,8 @@ import sympy
 import tensorflow as tf
 import tensorflow_quantum as tfq
 
-from conftest import central_fd
+from conftest import central_fd, load_example, run_fresh_python
 from qkeras_hybrid.layers import QuantumDataLayer, quantum_data_layer
-from test_quantum_layer import REPO, run_fresh_python
 
 QUBITS = [cirq.GridQubit(0, 1), cirq.GridQubit(1, 0), cirq.GridQubit(0, 0)]
 C0, C1, W0, W1 = sympy.symbols("c0 c1 w0 w1")
@@ -197,13 +194,6 @@ def test_functional_models_train_and_round_trip(tmp_path):
     for backend in ["native", "tfq"]:
         np.testing.assert_allclose(np.load(tmp_path / f"{backend}_keras.npy"), expected[backend], atol=1e-6)
         np.testing.assert_allclose(np.load(tmp_path / f"{backend}_served.npy"), expected[backend], atol=1e-6)
-
-
-def load_example(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "examples", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_qcnn_example_classifies_excited_cluster_states(capsys):

@@ -14,9 +14,10 @@ import tensorflow as tf
 import tensorflow_quantum as tfq
 
 from conftest import central_fd, cirq_expectations, random_cirq_circuit, random_pauli_sum
+from conftest import run_fresh_python
 from qkeras_hybrid.backends import tfq as tfq_backend
 from qkeras_hybrid.layers import QuantumLayer
-from test_quantum_layer import QUBITS, X0, X1, run_fresh_python, two_qubit_circuit
+from test_quantum_layer import QUBITS, X0, X1, two_qubit_circuit
 
 OBSERVABLES = [cirq.Z(QUBITS[0]), cirq.Z(QUBITS[1]), cirq.X(QUBITS[0]) * cirq.Y(QUBITS[1])]
 
