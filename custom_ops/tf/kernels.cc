@@ -125,18 +125,11 @@ class ExpectationOpBase : public OpKernel {
     if (angles.dims() != 2)
       return fail("angles must have shape [batch, num_angles], got " + angles.shape().DebugString());
 
-    std::string key;
-    for (int i = 0; i < 6; ++i) {
-      const Tensor& t = c->input(i);
-      for (int d = 0; d < t.dims(); ++d) key += std::to_string(t.dim_size(d)) + ",";
-      key += ";";
-      key.append(t.tensor_data().data(), t.tensor_data().size());
-    }
-    key += std::to_string(angles.dim_size(1));
+    const int64_t num_angles = angles.dim_size(1);
     std::shared_ptr<const Program<T>> program;
     {
       ::tensorflow::mutex_lock lock(mu_);
-      if (cached_program_ != nullptr && key == cached_key_) program = cached_program_;
+      if (cached_.Matches(c, num_angles)) program = cached_.program;
     }
     if (program == nullptr) {
       auto decoded = std::make_shared<Program<T>>();
@@ -145,12 +138,11 @@ class ExpectationOpBase : public OpKernel {
           block_meta.dim_size(0), gate_meta.flat<int32_t>().data(), gate_meta.dim_size(0),
           gate_data.flat<double>().data(), gate_data.NumElements(),
           masks.flat<int64_t>().data(), coeffs.flat<double>().data(), masks.dim_size(0),
-          masks.dim_size(1), angles.dim_size(1), decoded.get());
+          masks.dim_size(1), num_angles, decoded.get());
       if (!error.empty()) return fail(error);
       program = decoded;
       ::tensorflow::mutex_lock lock(mu_);
-      cached_key_ = std::move(key);
-      cached_program_ = program;
+      cached_.Store(c, num_angles, program);
     }
     const T* a = angles.flat<T>().data();
     for (int64_t i = 0; i < angles.NumElements(); ++i)
@@ -176,8 +168,31 @@ class ExpectationOpBase : public OpKernel {
 
  private:
   ::tensorflow::mutex mu_;
-  std::string cached_key_ TF_GUARDED_BY(mu_);
-  std::shared_ptr<const Program<T>> cached_program_ TF_GUARDED_BY(mu_);
+  // The last program decoded, with the inputs 0..5 it came from: layers
+  // feed the same constants every call, compared here without a copy.
+  struct CachedProgram {
+    TensorShape shapes[6];
+    std::string bytes[6];
+    int64_t num_angles = -1;
+    std::shared_ptr<const Program<T>> program;
+
+    bool Matches(OpKernelContext* c, int64_t angles) const {
+      if (program == nullptr || angles != num_angles) return false;
+      for (int i = 0; i < 6; ++i)
+        if (c->input(i).shape() != shapes[i] || c->input(i).tensor_data() != bytes[i])
+          return false;
+      return true;
+    }
+    void Store(OpKernelContext* c, int64_t angles, std::shared_ptr<const Program<T>> p) {
+      for (int i = 0; i < 6; ++i) {
+        shapes[i] = c->input(i).shape();
+        bytes[i].assign(c->input(i).tensor_data().data(), c->input(i).tensor_data().size());
+      }
+      num_angles = angles;
+      program = std::move(p);
+    }
+  };
+  CachedProgram cached_ TF_GUARDED_BY(mu_);
 
   template <typename Sim, typename Fn>
   void Run(OpKernelContext* c, const Program<T>& program, int64_t batch, Fn fn) {
