@@ -4,10 +4,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <cmath>
 #include <new>
 #include <string>
+#include <thread>
 
 #include "../simulator/program.h"
 #include "../simulator/simulator.h"
@@ -65,20 +67,27 @@ static void RunConcurrently(::tsl::thread::ThreadPool* pool, int n,
 // number finished.
 struct ClaimState {
   std::atomic<int64_t> next{0};
+  std::atomic<int64_t> done{0};
   std::atomic<bool> out_of_memory{false};
   ::tensorflow::mutex mu;
   ::tensorflow::condition_variable finished;
-  int64_t done TF_GUARDED_BY(mu) = 0;
 
   void Finish() {
     ::tensorflow::mutex_lock lock(mu);
-    ++done;
+    done.fetch_add(1, std::memory_order_release);
     finished.notify_all();
   }
-  // Sleeps (does not spin: the thread it waits for may need this core).
-  void WaitFor(int64_t units) {
+  // Waits until `units` groups are finished: first by polling for up to
+  // `spin` (yielding the core, so a thread that needs it gets it), because
+  // the groups still running are at most one per thread and waking from a
+  // sleep can cost more than they take; then by sleeping.
+  void WaitFor(int64_t units, std::chrono::nanoseconds spin) {
+    const auto until = std::chrono::steady_clock::now() + spin;
+    while (done.load(std::memory_order_acquire) < units &&
+           std::chrono::steady_clock::now() < until)
+      std::this_thread::yield();
     ::tensorflow::mutex_lock lock(mu);
-    while (done < units) finished.wait(lock);
+    while (done.load(std::memory_order_acquire) < units) finished.wait(lock);
   }
 };
 
@@ -230,7 +239,8 @@ class ExpectationOpBase : public OpKernel {
       // claim and reuses its buffers for the rest.
       auto claim = [&fn, &program, &lanes_of, units](ClaimState* state) {
         std::unique_ptr<Sim> sim;
-        for (int64_t u; (u = state->next.fetch_add(1)) < units;) {
+        int64_t claimed = 0;
+        for (int64_t u; (u = state->next.fetch_add(1)) < units; ++claimed) {
           try {
             if (sim == nullptr) sim = std::make_unique<Sim>(program);
             fn(sim.get(), u * W, lanes_of(u), 1, RunSerially);
@@ -239,6 +249,7 @@ class ExpectationOpBase : public OpKernel {
           }
           state->Finish();
         }
+        return claimed;
       };
       auto state = std::make_shared<ClaimState>();
       const int helpers = static_cast<int>(std::min<int64_t>(threads, units)) - 1;
@@ -247,8 +258,13 @@ class ExpectationOpBase : public OpKernel {
         pool->Schedule([state, claim, units] {
           if (state->next.load() < units) claim(state.get());
         });
-      claim(state.get());
-      state->WaitFor(units);
+      const auto start = std::chrono::steady_clock::now();
+      const int64_t claimed = claim(state.get());
+      // Poll for about two groups' time (at most 200 us) before sleeping.
+      const auto per_group = (std::chrono::steady_clock::now() - start) /
+                             std::max<int64_t>(claimed, 1);
+      state->WaitFor(units, std::min<std::chrono::nanoseconds>(
+                                2 * per_group, std::chrono::microseconds(200)));
       if (state->out_of_memory) throw std::bad_alloc();
     } catch (const std::bad_alloc&) {
       c->CtxFailure(__FILE__, __LINE__, errors::ResourceExhausted(
