@@ -33,7 +33,9 @@ Usage (from the repository root):
 
 import argparse
 import datetime
+import gc
 import json
+import math
 import os
 import platform
 import statistics
@@ -180,13 +182,14 @@ def build_case(n, layers, batch):
     def ours_fwd(values):
         return cc.expectation(values, tf.float32)
 
-    @tf.function(reduce_retracing=True, input_signature=[values_spec])
-    def ours_grad(values):
+    def ours_grad_body(values):
         with tf.GradientTape() as tape:
             tape.watch(values)
             expectations = cc.expectation(values, tf.float32)
             total = tf.reduce_sum(expectations)
         return expectations, tape.gradient(total, values)
+
+    ours_grad = tf.function(ours_grad_body, reduce_retracing=True, input_signature=[values_spec])
 
     # TFQ inputs, converted once outside the timed region.
     programs = tfq.convert_to_tensor([circuit] * batch)
@@ -215,13 +218,22 @@ def build_case(n, layers, batch):
             total = tf.reduce_sum(expectations)
         return expectations, tape.gradient(total, values)
 
+    def tfq_grad_body(values):
+        with tf.GradientTape() as tape:
+            tape.watch(values)
+            expectations = tfq_adjoint(programs, symbol_names, values, pauli_sums)
+            total = tf.reduce_sum(expectations)
+        return expectations, tape.gradient(total, values)
+
     fns = {
         "tfq_fwd": lambda v: tfq_fwd_fn(programs, symbol_names, v, pauli_sums),
         "ours_fwd": ours_fwd,
         "tfq_grad": lambda v: tfq_grad_fn(programs, symbol_names, v, pauli_sums),
         "ours_grad": ours_grad,
     }
-    extra = {"num_symbols": num_symbols, "num_angles": cc.num_angles, "compile_s": compile_s}
+    extra = {"num_symbols": num_symbols, "num_angles": cc.num_angles, "compile_s": compile_s,
+             "grad_bodies": {"tfq_grad": tfq_grad_body, "ours_grad": ours_grad_body},
+             "values_spec": values_spec}
     try:
         extra["num_blocks"] = int(cc.program_inputs[1].shape[0])
     except Exception:  # pragma: no cover - layout may change
@@ -233,6 +245,39 @@ def run(fn, values):
     """Calls fn and materialises every output (so all work is done)."""
     out = fn(values)
     return tf.nest.map_structure(lambda t: t.numpy(), out)
+
+
+def calls_per_sample(est_s, args):
+    """How many back-to-back calls make one timed sample (timeit's `number`)."""
+    if args.block_ms <= 0:
+        return 1
+    return max(1, math.ceil(args.block_ms * 1e-3 / max(est_s, 1e-9)))
+
+
+def time_interleaved(fns, x, reps, number, settle):
+    """Seconds per call of each function: `reps` samples each, a sample being
+    the mean of `number[name]` back-to-back calls, preceded by one untimed
+    call where settle[name]. The functions are interleaved in a rotating
+    order so that load drifts on a shared machine hit all of them alike. The
+    garbage collector is off while timing, as in timeit."""
+    names = list(fns)
+    samples = {name: [] for name in names}
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for r in range(reps):
+            for name in names[r % len(names):] + names[: r % len(names)]:
+                if settle[name]:
+                    run(fns[name], x)
+                t0 = time.perf_counter()
+                for _ in range(number[name]):
+                    run(fns[name], x)
+                samples[name].append((time.perf_counter() - t0) / number[name])
+    finally:
+        if was_enabled:
+            gc.enable()
+    return samples
 
 
 # ----------------------------------------------------------------------------
@@ -284,6 +329,7 @@ def bench_case(n, layers, batch, args, case_budget):
     label = f"n={n} L={layers} B={batch}"
     print(f"\n[{label}]", flush=True)
     cc, fns, extra = build_case(n, layers, batch)
+    extra_bodies, values_spec = extra.pop("grad_bodies"), extra.pop("values_spec")
     print(
         f"  symbols={extra['num_symbols']} angles={extra['num_angles']} "
         f"blocks={extra.get('num_blocks', '?')} compile={extra['compile_s'] * 1e3:.0f} ms",
@@ -344,12 +390,16 @@ def bench_case(n, layers, batch, args, case_budget):
         est[name] = min(times) if times else warm_s[name]
 
     # Settle calls: TFQ parses its serialized programs on every call and frees
-    # thousands of small protobuf allocations; glibc defers merging them
-    # (malloc_consolidate) to the next large allocation, which would bill
-    # ~10 ms of TFQ's clean-up to whichever op runs next. So where a call is
-    # cheap, each timed call is preceded by an untimed call of the same
-    # function, as in a loop that calls one op repeatedly.
+    # thousands of small protobuf objects; glibc merges those free chunks
+    # (malloc_consolidate) on the next large allocation, which bills 3-5 ms of
+    # TFQ's clean-up to whichever op runs next. So where a call is cheap, each
+    # timed sample is preceded by an untimed call of the same function: every
+    # timed call then pays for its own library's clean-up, as in a loop that
+    # calls one op repeatedly. And a cheap function's sample is the mean of
+    # several back-to-back calls (timeit's `number`), which spreads what is
+    # left of the switch (cold caches) over them.
     settle = {name: (not args.no_settle) and est[name] < args.settle_below for name in fns}
+    number = {name: calls_per_sample(est[name], args) for name in fns}
 
     # Repetitions: requested count, capped by this case's share of the budget.
     if args.reps is not None:
@@ -358,7 +408,7 @@ def bench_case(n, layers, batch, args, case_budget):
         reps = 5 if n < 20 else 2
     else:
         reps = 15 if n < 20 else 5
-    per_rep = sum(est[k] * (2 if settle[k] else 1) for k in fns)
+    per_rep = sum(est[k] * (number[k] + settle[k]) for k in fns)
     capped = max(args.min_reps, int(case_budget // max(per_rep, 1e-9)))
     if capped < reps:
         print(
@@ -367,19 +417,8 @@ def bench_case(n, layers, batch, args, case_budget):
             flush=True,
         )
         reps = capped
-
-    # Interleave the four functions (rotating the order) so that load drifts on
-    # a shared machine hit all of them alike.
     names = list(fns)
-    samples = {name: [] for name in names}
-    for r in range(reps):
-        order = names[r % len(names):] + names[: r % len(names)]
-        for name in order:
-            if settle[name]:
-                run(fns[name], values)
-            t0 = time.perf_counter()
-            run(fns[name], values)
-            samples[name].append(time.perf_counter() - t0)
+    samples = time_interleaved(fns, values, reps, number, settle)
 
     def stats(xs):
         xs_ms = sorted(x * 1e3 for x in xs)
@@ -399,6 +438,7 @@ def bench_case(n, layers, batch, args, case_budget):
         "label": label,
         "reps": reps,
         "settle_calls": settle,
+        "calls_per_sample": number,
         "warmup_first_call_ms": {k: v * 1e3 for k, v in warm_s.items()},
         "timing": timing,
         "fwd_ratio": med["tfq_fwd"] / med["ours_fwd"],
@@ -414,13 +454,50 @@ def bench_case(n, layers, batch, args, case_budget):
         t = timing[name]
         print(
             f"  {name:9s} median {t['median_ms']:10.2f} ms  "
-            f"(min {t['min_ms']:.2f}, p25 {t['p25_ms']:.2f}, p75 {t['p75_ms']:.2f}, reps {reps})",
+            f"(min {t['min_ms']:.2f}, p25 {t['p25_ms']:.2f}, p75 {t['p75_ms']:.2f}, "
+            f"reps {reps} x {number[name]} calls)",
             flush=True,
         )
 
+    if not args.no_in_graph and max(est["tfq_grad"], est["ours_grad"]) < args.settle_below:
+        result["in_graph"] = in_graph(extra_bodies, values_spec, values, est, reps, args)
     if args.breakdown:
         result["breakdown"] = breakdown(cc, values, reps)
     return result
+
+
+def in_graph_loop(body, iterations, spec):
+    """One tf.function that runs body `iterations` times (on inputs that
+    differ by 1e-6 * i, so nothing is hoisted or shared) and sums every
+    output: the cost of the op inside a graph, as in a model's training step,
+    without TF's per-call dispatch, which a step pays once for all its ops."""
+
+    @tf.function(input_signature=[spec])
+    def loop(values):
+        total = tf.zeros([], values.dtype)
+        for i in tf.range(iterations):
+            out = body(values + tf.cast(i, values.dtype) * 1e-6)
+            total += tf.add_n([tf.reduce_sum(t) for t in tf.nest.flatten(out)])
+        return total
+
+    return loop
+
+
+def in_graph(bodies, spec, values, est, reps, args):
+    """Forward+gradient of both inside one graph, per iteration (ms)."""
+    iterations = {name: calls_per_sample(est[name], args) for name in bodies}
+    loops = {name: in_graph_loop(body, iterations[name], spec) for name, body in bodies.items()}
+    for loop in loops.values():
+        run(loop, values)  # traces
+    samples = time_interleaved(loops, values, reps, {name: 1 for name in loops},
+                               {name: True for name in loops})
+    med = {name: statistics.median(v) * 1e3 / iterations[name] for name, v in samples.items()}
+    out = {"tfq_grad_ms": med["tfq_grad"], "ours_grad_ms": med["ours_grad"],
+           "iterations": iterations, "grad_ratio": med["tfq_grad"] / med["ours_grad"]}
+    print(f"  in one graph (fwd+grad per iteration): TFQ {out['tfq_grad_ms']:.2f} ms, "
+          f"ours {out['ours_grad_ms']:.3f} ms, ratio {out['grad_ratio']:.1f}x "
+          f"({iterations['ours_grad']} and {iterations['tfq_grad']} iterations per call)", flush=True)
+    return out
 
 
 def breakdown(cc, values, reps):
@@ -524,23 +601,18 @@ def bench_layer_case(n, layers, batch, args, case_budget):
         run(fn, x)
         est[name] = min(warm_s[name], time.perf_counter() - t0)
     reps = args.reps if args.reps is not None else ((5 if n < 20 else 2) if args.quick else (15 if n < 20 else 5))
-    per_rep = sum(2 * v if v < args.settle_below and not args.no_settle else v for v in est.values())
+    settle = {name: (not args.no_settle) and est[name] < args.settle_below for name in fns}
+    number = {name: calls_per_sample(est[name], args) for name in fns}
+    per_rep = sum(est[k] * (number[k] + settle[k]) for k in fns)
     capped = max(args.min_reps, int(case_budget // max(per_rep, 1e-9)))
     if capped < reps:
         print(f"  one repetition of all four takes ~{per_rep:.1f} s: {reps} -> {capped} reps", flush=True)
         reps = capped
     names = list(fns)
-    samples = {name: [] for name in names}
-    for r in range(reps):  # interleaved, rotating order, settle calls as for the ops
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            if est[name] < args.settle_below and not args.no_settle:
-                run(fns[name], x)
-            t0 = time.perf_counter()
-            run(fns[name], x)
-            samples[name].append(time.perf_counter() - t0)
+    samples = time_interleaved(fns, x, reps, number, settle)  # as for the ops
     med = {name: statistics.median(v) * 1e3 for name, v in samples.items()}
     for name in names:
-        print(f"  {name:11s} median {med[name]:10.2f} ms  (min {min(samples[name]) * 1e3:.2f}, reps {reps})",
+        print(f"  {name:11s} median {med[name]:10.2f} ms  (min {min(samples[name]) * 1e3:.2f}, reps {reps} x {number[name]} calls)",
               flush=True)
     return {
         "case": {"n": n, "L": layers, "B": batch},
@@ -586,6 +658,7 @@ def print_table(results):
     header = [
         "case", "TFQ fwd ms", "ours fwd ms", "ratio",
         "TFQ fwd+grad ms", "ours fwd+grad ms", "ratio (TFQ/ours)", "goal", "",
+        "in one graph",
     ]
     rows = []
     for r in results:
@@ -602,6 +675,7 @@ def print_table(results):
             "-" if goal is None else f">={goal:g}x",
             "DISAGREE" if r.get("agreement_failure")
             else "-" if r["pass"] is None else ("PASS" if r["pass"] else "MISS"),
+            f"{r['in_graph']['grad_ratio']:.1f}x" if "in_graph" in r else "-",
         ])
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
     left = {0}
@@ -657,17 +731,22 @@ def main(argv=None):
                              "what is left when it starts and caps its repetitions to fit "
                              "(default 150, quick 60); --min-reps wins")
     parser.add_argument("--settle-below", type=float, default=0.5,
-                        help="precede each timed call by an untimed one when a call "
+                        help="precede each timed sample by an untimed call when a call "
                              "takes less than this many seconds (see the source)")
+    parser.add_argument("--no-settle", action="store_true", help="never make settle calls")
+    parser.add_argument("--block-ms", type=float, default=20.0,
+                        help="a timed sample is the mean of as many back-to-back calls as "
+                             "fill this many milliseconds (at least one; 0: always one)")
     parser.add_argument("--keep-going", action="store_true",
                         help="on an agreement failure, still time the case (exit status 2)")
-    parser.add_argument("--no-settle", action="store_true", help="never make settle calls")
     parser.add_argument("--warmup", type=int, help="untimed calls after the tracing call")
     parser.add_argument("--tol", type=float, default=1e-4, help="agreement tolerance")
     parser.add_argument("--reference-rows", type=int, default=4,
                         help="rows also checked against ours in float64 (0: skip)")
     parser.add_argument("--threads", type=int,
                         help="set TF's intra-op thread count (default: TF's choice)")
+    parser.add_argument("--no-in-graph", action="store_true",
+                        help="skip timing fwd+grad inside one graph (cheap cases only)")
     parser.add_argument("--breakdown", action="store_true",
                         help="also time ours' angle map and raw ops separately")
     parser.add_argument("--no-layer-path", action="store_true",
@@ -740,6 +819,8 @@ def main(argv=None):
     print()
     if results:
         print_table(results)
+        print("in one graph: the fwd+grad ratio with both run repeatedly inside one tf.function "
+              "(what a training step pays per op; TF's per-call dispatch left out)")
     if layer_results:
         print()
         print_layer_table(layer_results)
