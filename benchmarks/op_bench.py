@@ -470,14 +470,19 @@ def in_graph_loop(body, iterations, spec):
     """One tf.function that runs body `iterations` times (on inputs that
     differ by 1e-6 * i, so nothing is hoisted or shared) and sums every
     output: the cost of the op inside a graph, as in a model's training step,
-    without TF's per-call dispatch, which a step pays once for all its ops."""
+    without TF's per-call dispatch, which a step pays once for all its ops.
+    One iteration at a time: TF would otherwise run independent iterations
+    side by side on its inter-op threads, which one call cannot do."""
 
     @tf.function(input_signature=[spec])
     def loop(values):
-        total = tf.zeros([], values.dtype)
-        for i in tf.range(iterations):
+        def step(i, total):
             out = body(values + tf.cast(i, values.dtype) * 1e-6)
-            total += tf.add_n([tf.reduce_sum(t) for t in tf.nest.flatten(out)])
+            return i + 1, total + tf.add_n([tf.reduce_sum(t) for t in tf.nest.flatten(out)])
+
+        _, total = tf.while_loop(lambda i, _: i < iterations, step,
+                                 (tf.constant(0), tf.zeros([], values.dtype)),
+                                 parallel_iterations=1)
         return total
 
     return loop
@@ -485,7 +490,9 @@ def in_graph_loop(body, iterations, spec):
 
 def in_graph(bodies, spec, values, est, reps, args):
     """Forward+gradient of both inside one graph, per iteration (ms)."""
-    iterations = {name: calls_per_sample(est[name], args) for name in bodies}
+    # About 0.2 s of calls per sample: enough iterations that the one
+    # dispatch per call is a small part of each.
+    iterations = {name: max(1, math.ceil(0.2 / max(est[name], 1e-9))) for name in bodies}
     loops = {name: in_graph_loop(body, iterations[name], spec) for name, body in bodies.items()}
     for loop in loops.values():
         run(loop, values)  # traces
