@@ -80,6 +80,17 @@ struct Program {
   // at hamiltonian_offset[g] in `hamiltonians`.
   std::vector<Complex<FP>> hamiltonians;
   std::vector<int64_t> hamiltonian_offset;
+  // The distinct phases angle * eig of each exponential gate's terms (angle
+  // slot, eigenvalue > 0): a term of eigenvalue -e reuses the sine and
+  // cosine of the term of e (Rx, Ry, Rz, ... have terms of +-1/2), and an
+  // eigenvalue 0 needs none. Per term, in gate order: 2 * phase index (+1 if
+  // its eigenvalue is negative), or -1 for eigenvalue 0.
+  struct Phase {
+    int slot;
+    FP eig;
+  };
+  std::vector<Phase> phases;
+  std::vector<int> term_phase;
 
   int num_observables = 0;
   int terms_per_observable = 0;
@@ -204,11 +215,24 @@ std::string DecodeProgram(int64_t num_qubits, const int32_t* block_meta,
       p->hamiltonian_offset[g] = static_cast<int64_t>(p->hamiltonians.size());
       std::vector<Complex<FP>> h(blk.dim * blk.dim, Complex<FP>{0, 0});
       const double* d = gate_data + gate.data_offset;
+      const size_t first_phase = p->phases.size();
       for (int t = 0; t < gate.num_terms; ++t, d += 1 + mat) {
         for (int e = 0; e < blk.dim * blk.dim; ++e) {
           h[e].re += static_cast<FP>(d[0] * d[1 + 2 * e]);
           h[e].im += static_cast<FP>(d[0] * d[2 + 2 * e]);
         }
+        const FP eig = static_cast<FP>(d[0]);  // as the simulator reads it
+        int index = -1;
+        if (eig != 0) {
+          for (size_t i = first_phase; i < p->phases.size() && index < 0; ++i)
+            if (p->phases[i].eig == std::fabs(eig)) index = static_cast<int>(i);
+          if (index < 0) {
+            index = static_cast<int>(p->phases.size());
+            p->phases.push_back({gate.angle_slot, std::fabs(eig)});
+          }
+          index = 2 * index + (eig < 0 ? 1 : 0);
+        }
+        p->term_phase.push_back(index);
       }
       p->hamiltonians.insert(p->hamiltonians.end(), h.begin(), h.end());
     }

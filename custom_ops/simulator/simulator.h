@@ -135,31 +135,8 @@ class Simulator {
           gate_im_[gate_offset_[g] + e * W + s] = d[2 * e + 1];
         }
     }
-    // The distinct phases angle * eig of each exponential gate's terms: a
-    // term of eigenvalue -e reuses the sine and cosine of the term of e (Rx,
-    // Ry, Rz, ... have terms of +-1/2), and an eigenvalue 0 needs none.
-    for (const Gate& gate : p_.gates) {
-      if (gate.type != kExponential) continue;
-      const int n = p_.blocks[gate.block].dim * p_.blocks[gate.block].dim;
-      const FP* d = p_.data.data() + gate.data_offset;
-      const size_t first = phases_.size();  // this gate's phases
-      for (int t = 0; t < gate.num_terms; ++t, d += 1 + 2 * n) {
-        const FP e = std::fabs(d[0]);
-        int index = -1;
-        if (e != 0) {
-          for (size_t i = first; i < phases_.size() && index < 0; ++i)
-            if (phases_[i].eig == e) index = static_cast<int>(i);
-          if (index < 0) {
-            index = static_cast<int>(phases_.size());
-            phases_.push_back({gate.angle_slot, e});
-          }
-          index = 2 * index + (d[0] < 0 ? 1 : 0);
-        }
-        term_phase_.push_back(index);
-      }
-    }
-    phase_cos_.resize(phases_.size() * W);
-    phase_sin_.resize(phases_.size() * W);
+    phase_cos_.resize(p_.phases.size() * W);
+    phase_sin_.resize(p_.phases.size() * W);
     // A block of one gate is that gate's matrix; a block of constant gates
     // is multiplied out here, once.
     for (size_t b = 0; b < p_.blocks.size(); ++b) {
@@ -226,15 +203,15 @@ class Simulator {
   // U = sum_t exp(-i angle eig_t) P_t for every exponential gate and lane,
   // then the matrices of the blocks that depend on them.
   void BuildMatrices(const FP* angles, int64_t angle_stride, int lanes) {
-    for (size_t i = 0; i < phases_.size(); ++i) {
+    for (size_t i = 0; i < p_.phases.size(); ++i) {
       double phase[W];
       for (int s = 0; s < W; ++s)  // padding lanes repeat lane 0
         phase[s] = -static_cast<double>(
-                       angles[(s < lanes ? s : 0) * angle_stride + phases_[i].slot]) *
-                   phases_[i].eig;
+                       angles[(s < lanes ? s : 0) * angle_stride + p_.phases[i].slot]) *
+                   p_.phases[i].eig;
       SinCos<W>(phase, &phase_sin_[i * W], &phase_cos_[i * W]);
     }
-    const int* term_phase = term_phase_.data();
+    const int* term_phase = p_.term_phase.data();  // see Program::phases
     for (size_t g = 0; g < p_.gates.size(); ++g) {
       const Gate& gate = p_.gates[g];
       if (gate.type != kExponential) continue;
@@ -974,15 +951,7 @@ class Simulator {
   // and the blocks of several gates of which some depend on angles.
   std::vector<const FP*> block_mr_, block_mi_;
   std::vector<int> variable_blocks_;
-  // The distinct phases of the exponential gates (angle slot, eigenvalue >
-  // 0), each term's entry 2 * phase (+1 if its eigenvalue is negative) or
-  // -1 (eigenvalue 0), and the lanes' sines and cosines of this sample.
-  struct Phase {
-    int slot;
-    FP eig;
-  };
-  std::vector<Phase> phases_;
-  std::vector<int> term_phase_;
+  // This sample's sines and cosines of the program's phases, lane by lane.
   std::vector<double> phase_cos_, phase_sin_;
   // State and co-state, lanes interleaved, real and imaginary apart.
   std::vector<FP> sr_, si_, lr_, li_;
