@@ -254,6 +254,40 @@ def calls_per_sample(est_s, args):
     return max(1, math.ceil(args.block_ms * 1e-3 / max(est_s, 1e-9)))
 
 
+def plan_timing(n, est, args, case_budget):
+    """(reps, calls per sample, settle call or not) per function, from the
+    functions' estimated seconds per call `est`."""
+    # Settle calls: TFQ parses its serialized programs on every call and frees
+    # thousands of small protobuf objects; glibc merges those free chunks
+    # (malloc_consolidate) on the next large allocation, which bills 3-5 ms of
+    # TFQ's clean-up to whichever op runs next. So where a call is cheap, each
+    # timed sample is preceded by an untimed call of the same function: every
+    # timed call then pays for its own library's clean-up, as in a loop that
+    # calls one op repeatedly. And a cheap function's sample is the mean of
+    # several back-to-back calls (timeit's `number`), which spreads what is
+    # left of the switch (cold caches) over them.
+    settle = {name: (not args.no_settle) and est[name] < args.settle_below for name in est}
+    number = {name: calls_per_sample(est[name], args) for name in est}
+
+    # Repetitions: requested count, capped by this case's share of the budget.
+    if args.reps is not None:
+        reps = args.reps
+    elif args.quick:
+        reps = 5 if n < 20 else 2
+    else:
+        reps = 15 if n < 20 else 5
+    per_rep = sum(est[k] * (number[k] + settle[k]) for k in est)
+    capped = max(args.min_reps, int(case_budget // max(per_rep, 1e-9)))
+    if capped < reps:
+        print(
+            f"  one repetition of all four takes ~{per_rep:.1f} s: {reps} -> {capped} reps "
+            f"to stay within this case's {case_budget:.0f} s share of the time budget",
+            flush=True,
+        )
+        reps = capped
+    return reps, number, settle
+
+
 def time_interleaved(fns, x, reps, number, settle):
     """Seconds per call of each function: `reps` samples each, a sample being
     the mean of `number[name]` back-to-back calls, preceded by one untimed
@@ -389,34 +423,7 @@ def bench_case(n, layers, batch, args, case_budget):
             times.append(time.perf_counter() - t0)
         est[name] = min(times) if times else warm_s[name]
 
-    # Settle calls: TFQ parses its serialized programs on every call and frees
-    # thousands of small protobuf objects; glibc merges those free chunks
-    # (malloc_consolidate) on the next large allocation, which bills 3-5 ms of
-    # TFQ's clean-up to whichever op runs next. So where a call is cheap, each
-    # timed sample is preceded by an untimed call of the same function: every
-    # timed call then pays for its own library's clean-up, as in a loop that
-    # calls one op repeatedly. And a cheap function's sample is the mean of
-    # several back-to-back calls (timeit's `number`), which spreads what is
-    # left of the switch (cold caches) over them.
-    settle = {name: (not args.no_settle) and est[name] < args.settle_below for name in fns}
-    number = {name: calls_per_sample(est[name], args) for name in fns}
-
-    # Repetitions: requested count, capped by this case's share of the budget.
-    if args.reps is not None:
-        reps = args.reps
-    elif args.quick:
-        reps = 5 if n < 20 else 2
-    else:
-        reps = 15 if n < 20 else 5
-    per_rep = sum(est[k] * (number[k] + settle[k]) for k in fns)
-    capped = max(args.min_reps, int(case_budget // max(per_rep, 1e-9)))
-    if capped < reps:
-        print(
-            f"  one repetition of all four takes ~{per_rep:.1f} s: {reps} -> {capped} reps "
-            f"to stay within this case's {case_budget:.0f} s share of the time budget",
-            flush=True,
-        )
-        reps = capped
+    reps, number, settle = plan_timing(n, est, args, case_budget)
     names = list(fns)
     samples = time_interleaved(fns, values, reps, number, settle)
 
@@ -607,16 +614,9 @@ def bench_layer_case(n, layers, batch, args, case_budget):
         t0 = time.perf_counter()
         run(fn, x)
         est[name] = min(warm_s[name], time.perf_counter() - t0)
-    reps = args.reps if args.reps is not None else ((5 if n < 20 else 2) if args.quick else (15 if n < 20 else 5))
-    settle = {name: (not args.no_settle) and est[name] < args.settle_below for name in fns}
-    number = {name: calls_per_sample(est[name], args) for name in fns}
-    per_rep = sum(est[k] * (number[k] + settle[k]) for k in fns)
-    capped = max(args.min_reps, int(case_budget // max(per_rep, 1e-9)))
-    if capped < reps:
-        print(f"  one repetition of all four takes ~{per_rep:.1f} s: {reps} -> {capped} reps", flush=True)
-        reps = capped
+    reps, number, settle = plan_timing(n, est, args, case_budget)  # as for the ops
     names = list(fns)
-    samples = time_interleaved(fns, x, reps, number, settle)  # as for the ops
+    samples = time_interleaved(fns, x, reps, number, settle)
     med = {name: statistics.median(v) * 1e3 for name, v in samples.items()}
     for name in names:
         print(f"  {name:11s} median {med[name]:10.2f} ms  (min {min(samples[name]) * 1e3:.2f}, reps {reps} x {number[name]} calls)",
