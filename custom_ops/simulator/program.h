@@ -81,16 +81,25 @@ struct Program {
   std::vector<Complex<FP>> hamiltonians;
   std::vector<int64_t> hamiltonian_offset;
   // The distinct phases angle * eig of each exponential gate's terms (angle
-  // slot, eigenvalue > 0): a term of eigenvalue -e reuses the sine and
-  // cosine of the term of e (Rx, Ry, Rz, ... have terms of +-1/2), and an
-  // eigenvalue 0 needs none. Per term, in gate order: 2 * phase index (+1 if
-  // its eigenvalue is negative), or -1 for eigenvalue 0.
+  // slot, eigenvalue > 0): a term of eigenvalue -e shares the sine and cosine
+  // of the term of e (Rx, Ry, Rz, ... have terms of +-1/2).
   struct Phase {
     int slot;
     FP eig;
   };
   std::vector<Phase> phases;
-  std::vector<int> term_phase;
+  // Every exponential gate's matrix as a linear combination of the values
+  // 1 (value 0), cos(-angle * eig_i) (value 1 + 2i) and sin(-angle * eig_i)
+  // (value 2 + 2i) of its phases i: U[entry] = sum (re + i im) * value over
+  // the gate's contributions, those of gate g at [contributions_begin[g],
+  // contributions_begin[g + 1]). Merged per (entry, value), zeros dropped.
+  struct Contribution {
+    int entry;
+    int value;
+    FP re, im;
+  };
+  std::vector<Contribution> contributions;
+  std::vector<int> contributions_begin;
 
   int num_observables = 0;
   int terms_per_observable = 0;
@@ -211,32 +220,61 @@ std::string DecodeProgram(int64_t num_qubits, const int32_t* block_meta,
       return where + ": data range [" + Str(m[2]) + ", " +
              Str(gate.data_offset + needed) + ") is outside gate_data of size " +
              Str(data_size);
+    p->contributions_begin.push_back(static_cast<int>(p->contributions.size()));
     if (gate.type == kExponential) {
       p->hamiltonian_offset[g] = static_cast<int64_t>(p->hamiltonians.size());
-      std::vector<Complex<FP>> h(blk.dim * blk.dim, Complex<FP>{0, 0});
+      const int n = blk.dim * blk.dim;
+      std::vector<Complex<FP>> h(n, Complex<FP>{0, 0});
       const double* d = gate_data + gate.data_offset;
       const size_t first_phase = p->phases.size();
+      struct Sum {
+        int entry, value;
+        double re, im;
+      };
+      std::vector<Sum> sums;  // summed in double, stored in FP
+      auto add = [&sums](int entry, int value, double re, double im) {
+        for (Sum& c : sums)
+          if (c.entry == entry && c.value == value) {
+            c.re += re;
+            c.im += im;
+            return;
+          }
+        sums.push_back({entry, value, re, im});
+      };
       for (int t = 0; t < gate.num_terms; ++t, d += 1 + mat) {
-        for (int e = 0; e < blk.dim * blk.dim; ++e) {
+        for (int e = 0; e < n; ++e) {
           h[e].re += static_cast<FP>(d[0] * d[1 + 2 * e]);
           h[e].im += static_cast<FP>(d[0] * d[2 + 2 * e]);
         }
+        // exp(-i angle eig) = cos(phase) + i sign sin(phase), phase = -angle |eig|.
         const FP eig = static_cast<FP>(d[0]);  // as the simulator reads it
-        int index = -1;
-        if (eig != 0) {
-          for (size_t i = first_phase; i < p->phases.size() && index < 0; ++i)
-            if (p->phases[i].eig == std::fabs(eig)) index = static_cast<int>(i);
-          if (index < 0) {
-            index = static_cast<int>(p->phases.size());
-            p->phases.push_back({gate.angle_slot, std::fabs(eig)});
-          }
-          index = 2 * index + (eig < 0 ? 1 : 0);
+        int phase = -1;
+        for (size_t i = first_phase; i < p->phases.size() && phase < 0; ++i)
+          if (p->phases[i].eig == std::fabs(eig)) phase = static_cast<int>(i);
+        if (eig != 0 && phase < 0) {
+          phase = static_cast<int>(p->phases.size());
+          p->phases.push_back({gate.angle_slot, std::fabs(eig)});
         }
-        p->term_phase.push_back(index);
+        const double sign = eig < 0 ? -1.0 : 1.0;
+        for (int e = 0; e < n; ++e) {
+          const double pr = d[1 + 2 * e], pi = d[2 + 2 * e];
+          if (pr == 0 && pi == 0) continue;
+          if (eig == 0) {
+            add(e, 0, pr, pi);
+          } else {
+            add(e, 1 + 2 * phase, pr, pi);
+            add(e, 2 + 2 * phase, -sign * pi, sign * pr);
+          }
+        }
       }
+      for (const Sum& c : sums)
+        if (static_cast<FP>(c.re) != 0 || static_cast<FP>(c.im) != 0)
+          p->contributions.push_back(
+              {c.entry, c.value, static_cast<FP>(c.re), static_cast<FP>(c.im)});
       p->hamiltonians.insert(p->hamiltonians.end(), h.begin(), h.end());
     }
   }
+  p->contributions_begin.push_back(static_cast<int>(p->contributions.size()));
 
   p->num_observables = static_cast<int>(num_observables);
   p->terms_per_observable = static_cast<int>(terms_per_observable);

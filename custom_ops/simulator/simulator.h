@@ -4,7 +4,7 @@
 //
 // A Simulator<FP, W> runs W samples at once in W interleaved lanes: amplitude
 // x of lane s lives at x * W + s, real and imaginary parts in separate arrays.
-// Small states use W = 8, so every kernel's innermost loop runs over the
+// Small states use W = 8 or 16, so every kernel's innermost loop runs over the
 // lanes and vectorizes however tiny the state (at 4 qubits the cost is
 // per-gate dispatch, which the lanes share). Large states use W = 1 and the
 // innermost loop runs over contiguous amplitudes instead.
@@ -135,8 +135,7 @@ class Simulator {
           gate_im_[gate_offset_[g] + e * W + s] = d[2 * e + 1];
         }
     }
-    phase_cos_.resize(p_.phases.size() * W);
-    phase_sin_.resize(p_.phases.size() * W);
+    values_.assign((1 + 2 * p_.phases.size()) * W, FP{1});  // value 0 stays 1
     // A block of one gate is that gate's matrix; a block of constant gates
     // is multiplied out here, once.
     for (size_t b = 0; b < p_.blocks.size(); ++b) {
@@ -201,50 +200,43 @@ class Simulator {
   }
 
   // U = sum_t exp(-i angle eig_t) P_t for every exponential gate and lane,
-  // then the matrices of the blocks that depend on them.
+  // from the sines and cosines of the program's phases (see
+  // Program::contributions), then the matrices of the blocks that use them.
   void BuildMatrices(const FP* angles, int64_t angle_stride, int lanes) {
     for (size_t i = 0; i < p_.phases.size(); ++i) {
-      double phase[W];
+      double phase[W], sin[W], cos[W];
       for (int s = 0; s < W; ++s)  // padding lanes repeat lane 0
         phase[s] = -static_cast<double>(
                        angles[(s < lanes ? s : 0) * angle_stride + p_.phases[i].slot]) *
                    p_.phases[i].eig;
-      SinCos<W>(phase, &phase_sin_[i * W], &phase_cos_[i * W]);
+      SinCos<W>(phase, sin, cos);
+      FP* value = values_.data() + (1 + 2 * i) * W;
+      for (int s = 0; s < W; ++s) {
+        value[s] = static_cast<FP>(cos[s]);
+        value[W + s] = static_cast<FP>(sin[s]);
+      }
     }
-    const int* term_phase = p_.term_phase.data();  // see Program::phases
     for (size_t g = 0; g < p_.gates.size(); ++g) {
       const Gate& gate = p_.gates[g];
       if (gate.type != kExponential) continue;
       const int n = p_.blocks[gate.block].dim * p_.blocks[gate.block].dim;
-      FP* ur = gate_re_.data() + gate_offset_[g];
-      FP* ui = gate_im_.data() + gate_offset_[g];
+      FP* __restrict ur = gate_re_.data() + gate_offset_[g];
+      FP* __restrict ui = gate_im_.data() + gate_offset_[g];
       std::fill(ur, ur + n * W, FP{0});
       std::fill(ui, ui + n * W, FP{0});
-      const FP* d = p_.data.data() + gate.data_offset;
-      for (int t = 0; t < gate.num_terms; ++t, d += 1 + 2 * n) {
-        FP er[W], ei[W];
-        const int index = *term_phase++;
-        for (int s = 0; s < W; ++s) {
-          er[s] = index < 0 ? FP{1} : static_cast<FP>(phase_cos_[index / 2 * W + s]);
-          const FP sin = index < 0 ? FP{0} : static_cast<FP>(phase_sin_[index / 2 * W + s]);
-          ei[s] = index & 1 ? -sin : sin;
-        }
-        for (int e = 0; e < n; ++e) {
-          const FP pr = d[1 + 2 * e], pi = d[2 + 2 * e];
-          if (pr != 0 || pi != 0) AddScaledPhase(er, ei, pr, pi, ur + e * W, ui + e * W);
-        }
+      const auto* end = p_.contributions.data() + p_.contributions_begin[g + 1];
+      for (auto* contribution = p_.contributions.data() + p_.contributions_begin[g];
+           contribution != end; ++contribution) {
+        const FP* __restrict v = values_.data() + contribution->value * W;
+        const FP cr = contribution->re, ci = contribution->im;
+        FP* __restrict r = ur + contribution->entry * W;
+        FP* __restrict i = ui + contribution->entry * W;
+        for (int s = 0; s < W; ++s) r[s] += cr * v[s];
+        if (ci != 0)
+          for (int s = 0; s < W; ++s) i[s] += ci * v[s];
       }
     }
     for (int b : variable_blocks_) MultiplyBlock(b);
-  }
-
-  // u += (er + i ei) (pr + i pi), lane by lane.
-  static void AddScaledPhase(const FP* __restrict er, const FP* __restrict ei, FP pr, FP pi,
-                             FP* __restrict ur, FP* __restrict ui) {
-    for (int s = 0; s < W; ++s) {
-      ur[s] += er[s] * pr - ei[s] * pi;
-      ui[s] += er[s] * pi + ei[s] * pr;
-    }
   }
 
   // The block's matrix: the product of its gates (the last gate leftmost).
@@ -951,8 +943,8 @@ class Simulator {
   // and the blocks of several gates of which some depend on angles.
   std::vector<const FP*> block_mr_, block_mi_;
   std::vector<int> variable_blocks_;
-  // This sample's sines and cosines of the program's phases, lane by lane.
-  std::vector<double> phase_cos_, phase_sin_;
+  // 1, then the cosine and sine of each of the program's phases, lane by lane.
+  std::vector<FP> values_;
   // State and co-state, lanes interleaved, real and imaginary apart.
   std::vector<FP> sr_, si_, lr_, li_;
   // This sweep keeps the state real: a real program from a real start.
