@@ -195,6 +195,11 @@ class Simulator {
   }
 
  private:
+  template <int V>
+  using Int = std::integral_constant<int, V>;
+  template <bool V>
+  using Bool = std::integral_constant<bool, V>;
+
   static bool IsDiagonal(const Block& blk) {
     return blk.kind == kDiagonal || blk.kind == kRealDiagonal;
   }
@@ -220,23 +225,23 @@ class Simulator {
       const Gate& gate = p_.gates[g];
       if (gate.type != kExponential) continue;
       const int n = p_.blocks[gate.block].dim * p_.blocks[gate.block].dim;
-      FP* __restrict ur = gate_re_.data() + gate_offset_[g];
-      FP* __restrict ui = gate_im_.data() + gate_offset_[g];
+      FP* ur = gate_re_.data() + gate_offset_[g];
+      FP* ui = gate_im_.data() + gate_offset_[g];
       std::fill(ur, ur + n * W, FP{0});
       std::fill(ui, ui + n * W, FP{0});
       const auto* end = p_.contributions.data() + p_.contributions_begin[g + 1];
-      for (auto* contribution = p_.contributions.data() + p_.contributions_begin[g];
-           contribution != end; ++contribution) {
-        const FP* __restrict v = values_.data() + contribution->value * W;
-        const FP cr = contribution->re, ci = contribution->im;
-        FP* __restrict r = ur + contribution->entry * W;
-        FP* __restrict i = ui + contribution->entry * W;
-        for (int s = 0; s < W; ++s) r[s] += cr * v[s];
-        if (ci != 0)
-          for (int s = 0; s < W; ++s) i[s] += ci * v[s];
+      for (auto* c = p_.contributions.data() + p_.contributions_begin[g]; c != end; ++c) {
+        const FP* v = values_.data() + c->value * W;
+        AddScaled(c->re, v, ur + c->entry * W);
+        if (c->im != 0) AddScaled(c->im, v, ui + c->entry * W);
       }
     }
     for (int b : variable_blocks_) MultiplyBlock(b);
+  }
+
+  // out += a v, lane by lane (restrict parameters: the loop vectorizes).
+  static void AddScaled(FP a, const FP* __restrict v, FP* __restrict out) {
+    for (int s = 0; s < W; ++s) out[s] += a * v[s];
   }
 
   // The block's matrix: the product of its gates (the last gate leftmost).
@@ -271,22 +276,38 @@ class Simulator {
   // out = a b (or a^dagger b) per lane; dim x dim matrices of W lanes.
   static void MatMul(const FP* ar, const FP* ai, const FP* br, const FP* bi,
                      int dim, bool adjoint_a, FP* outr, FP* outi) {
-    for (int i = 0; i < dim; ++i)
-      for (int j = 0; j < dim; ++j) {
+    auto run = [&](auto d, auto adjoint) { MatMulOf<d, adjoint>(ar, ai, br, bi, outr, outi); };
+    switch (dim * 2 + adjoint_a) {
+      case 4: return run(Int<2>{}, Bool<false>{});
+      case 5: return run(Int<2>{}, Bool<true>{});
+      case 8: return run(Int<4>{}, Bool<false>{});
+      case 9: return run(Int<4>{}, Bool<true>{});
+      case 16: return run(Int<8>{}, Bool<false>{});
+      default: return run(Int<8>{}, Bool<true>{});
+    }
+  }
+
+  // MatMul with the size and the adjoint known at compile time, so that the
+  // loops unroll and the lanes vectorize.
+  template <int D, bool kAdjointA>
+  static void MatMulOf(const FP* __restrict ar, const FP* __restrict ai,
+                       const FP* __restrict br, const FP* __restrict bi,
+                       FP* __restrict outr, FP* __restrict outi) {
+    for (int i = 0; i < D; ++i)
+      for (int j = 0; j < D; ++j) {
         FP sr[W] = {}, si[W] = {};
-        for (int k = 0; k < dim; ++k) {
-          const int ea = (adjoint_a ? k * dim + i : i * dim + k) * W;
-          const int eb = (k * dim + j) * W;
-          const FP sign = adjoint_a ? FP{-1} : FP{1};
+        for (int k = 0; k < D; ++k) {
+          const int ea = (kAdjointA ? k * D + i : i * D + k) * W;
+          const int eb = (k * D + j) * W;
           for (int s = 0; s < W; ++s) {
-            const FP xr = ar[ea + s], xi = sign * ai[ea + s];
+            const FP xr = ar[ea + s], xi = kAdjointA ? -ai[ea + s] : ai[ea + s];
             sr[s] += xr * br[eb + s] - xi * bi[eb + s];
             si[s] += xr * bi[eb + s] + xi * br[eb + s];
           }
         }
         for (int s = 0; s < W; ++s) {
-          outr[(i * dim + j) * W + s] = sr[s];
-          outi[(i * dim + j) * W + s] = si[s];
+          outr[(i * D + j) * W + s] = sr[s];
+          outi[(i * D + j) * W + s] = si[s];
         }
       }
   }
@@ -298,10 +319,6 @@ class Simulator {
     }
   }
 
-  template <int V>
-  using Int = std::integral_constant<int, V>;
-  template <bool V>
-  using Bool = std::integral_constant<bool, V>;
 
   // Calls f(K, diagonal, real, imag) with the block's kernel parameters as
   // compile-time constants; imag is false when the whole state stays real.
