@@ -270,13 +270,18 @@ def plan_timing(n, est, args, case_budget):
     number = {name: calls_per_sample(est[name], args) for name in est}
 
     # Repetitions: requested count, capped by this case's share of the budget.
+    per_rep = sum(est[k] * (number[k] + settle[k]) for k in est)
     if args.reps is not None:
         reps = args.reps
     elif args.quick:
         reps = 5 if n < 20 else 2
+    elif n < 20:
+        # A cheap case gets up to 3x the repetitions, within about 10 s: the
+        # medians of sub-millisecond calls are what a shared machine's load
+        # bursts move most.
+        reps = max(15, min(45, int(10.0 // max(per_rep, 1e-9))))
     else:
-        reps = 15 if n < 20 else 5
-    per_rep = sum(est[k] * (number[k] + settle[k]) for k in est)
+        reps = 5
     capped = max(args.min_reps, int(case_budget // max(per_rep, 1e-9)))
     if capped < reps:
         print(
@@ -467,7 +472,7 @@ def bench_case(n, layers, batch, args, case_budget):
         )
 
     if not args.no_in_graph and max(est["tfq_grad"], est["ours_grad"]) < args.settle_below:
-        result["in_graph"] = in_graph(extra_bodies, values_spec, values, est, reps, args)
+        result["in_graph"] = in_graph(extra_bodies, values_spec, values, est, min(reps, 15), args)
     if args.breakdown:
         result["breakdown"] = breakdown(cc, values, reps)
     return result
