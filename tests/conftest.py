@@ -180,6 +180,19 @@ def cirq_expectations(circuit, observables, symbols, values):
     return np.array(out)
 
 
+def weighted_grad(cc, values, weights, dtype):
+    """(expectations, d sum(weights * expectations) / d values) of a compiled
+    circuit, with a GradientTape."""
+    import tensorflow as tf
+
+    v = tf.constant(values, dtype)
+    with tf.GradientTape() as tape:
+        tape.watch(v)
+        e = cc.expectation(v, dtype=dtype)
+        loss = tf.reduce_sum(tf.constant(weights, dtype) * e)
+    return e.numpy(), tape.gradient(loss, v).numpy()
+
+
 def central_fd(f, x, eps=1e-5):
     """Central finite differences of scalar f at x (any shape), float64."""
     x = np.array(x, dtype=np.float64)

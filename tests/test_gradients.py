@@ -11,20 +11,14 @@ import qkeras_hybrid
 from qkeras_hybrid import ops
 
 from conftest import (central_fd, cirq_expectations, random_cirq_circuit, random_pauli_sum,
-                      single_gate_circuits)
+                      single_gate_circuits, weighted_grad)
 
 FD_EPS = 1e-5
 FD_TOL = 1e-6
 
 
 def _weighted_grad(cc, values, weights, dtype=tf.float64):
-    """(expectations, d sum(weights * expectations) / d values) with a GradientTape."""
-    v = tf.constant(values, dtype)
-    with tf.GradientTape() as tape:
-        tape.watch(v)
-        e = cc.expectation(v, dtype=dtype)
-        loss = tf.reduce_sum(tf.constant(weights, dtype) * e)
-    return e.numpy(), tape.gradient(loss, v).numpy()
+    return weighted_grad(cc, values, weights, dtype)
 
 
 def _cirq_fd_grad(circuit, observables, symbols, values, weights):

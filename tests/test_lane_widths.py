@@ -16,7 +16,8 @@ import cirq
 import qkeras_hybrid as qh
 from qkeras_hybrid.circuits import cirq_to_native_order
 
-from conftest import central_fd, cirq_expectations, random_cirq_circuit, random_pauli_sum
+from conftest import (central_fd, cirq_expectations, random_cirq_circuit, random_pauli_sum,
+                      weighted_grad)
 
 WIDE_BATCHES = [32, 33, 47]  # a multiple of 16, one over it, padding lanes in the last group
 
@@ -33,15 +34,6 @@ def _random_case(seed, num_qubits, batch):
     return bare, observables, used, values, weights
 
 
-def _values_and_grads(cc, values, weights, dtype):
-    v = tf.constant(values, dtype)
-    with tf.GradientTape() as tape:
-        tape.watch(v)
-        e = cc.expectation(v, dtype=dtype)
-        loss = tf.reduce_sum(tf.constant(weights, dtype) * e)
-    return e.numpy(), tape.gradient(loss, v).numpy()
-
-
 @pytest.mark.parametrize("seed,num_qubits,batch", [
     (0, 1, 32), (1, 2, 33), (2, 3, 47), (3, 4, 40), (4, 5, 32), (5, 7, 33), (6, 9, 47), (7, 14, 33),
 ])
@@ -52,15 +44,15 @@ def test_wide_batch_rows_equal_rows_run_alone(seed, num_qubits, batch):
     cc = qh.compile_circuit(bare, observables, symbols=used)
     rows = [0, 9, 15, 16, batch - 1]
     for dtype, atol in ((tf.float64, 1e-12), (tf.float32, 2e-6)):
-        e, g = _values_and_grads(cc, values, weights, dtype)
+        e, g = weighted_grad(cc, values, weights, dtype)
         for b in rows:
-            e1, g1 = _values_and_grads(cc, values[b:b + 1], weights[b:b + 1], dtype)
+            e1, g1 = weighted_grad(cc, values[b:b + 1], weights[b:b + 1], dtype)
             np.testing.assert_allclose(e[b], e1[0], atol=atol, err_msg=f"{dtype.name} row {b}")
             np.testing.assert_allclose(g[b], g1[0], atol=10 * atol, err_msg=f"{dtype.name} row {b}")
     expected = cirq_expectations(bare, observables, used, values[rows])
-    e64, g64 = _values_and_grads(cc, values, weights, tf.float64)
+    e64, g64 = weighted_grad(cc, values, weights, tf.float64)
     np.testing.assert_allclose(e64[rows], expected, atol=1e-10)
-    e32, _ = _values_and_grads(cc, values, weights, tf.float32)
+    e32, _ = weighted_grad(cc, values, weights, tf.float32)
     np.testing.assert_allclose(e32[rows], expected, atol=1e-5)
     if num_qubits <= 5:  # finite differences of Cirq, two rows (one in the second group)
         for b in (1, 17):
