@@ -319,7 +319,6 @@ class Simulator {
     }
   }
 
-
   // Calls f(K, diagonal, real, imag) with the block's kernel parameters as
   // compile-time constants; imag is false when the whole state stays real.
   template <typename F>

@@ -74,22 +74,25 @@ static void RunConcurrently(::tsl::thread::ThreadPool* pool, int n,
 // Work shared by the threads of one call: the next group to claim and the
 // number finished.
 struct ClaimState {
+  explicit ClaimState(int64_t units) : units(units) {}
+  const int64_t units;
   std::atomic<int64_t> next{0};
   std::atomic<int64_t> done{0};
   std::atomic<bool> out_of_memory{false};
   ::tensorflow::mutex mu;
   ::tensorflow::condition_variable finished;
 
+  // Only the last group takes the lock, to wake a waiter.
   void Finish() {
+    if (done.fetch_add(1, std::memory_order_acq_rel) + 1 < units) return;
     ::tensorflow::mutex_lock lock(mu);
-    done.fetch_add(1, std::memory_order_release);
     finished.notify_all();
   }
-  // Waits until `units` groups are finished: first by polling for up to
-  // `spin` (yielding the core, so a thread that needs it gets it), because
-  // the groups still running are at most one per thread and waking from a
-  // sleep can cost more than they take; then by sleeping.
-  void WaitFor(int64_t units, std::chrono::nanoseconds spin) {
+  // Waits until all groups are finished: first by polling for up to `spin`
+  // (yielding the core, so a thread that needs it gets it), because the
+  // groups still running are at most one per thread and waking from a sleep
+  // can cost more than they take; then by sleeping.
+  void Wait(std::chrono::nanoseconds spin) {
     const auto until = std::chrono::steady_clock::now() + spin;
     while (done.load(std::memory_order_acquire) < units &&
            std::chrono::steady_clock::now() < until)
@@ -171,9 +174,10 @@ class ExpectationOpBase : public OpKernel {
   }
 
   // Runs fn(simulator, first_sample, lanes, chunks, parallel) over the batch,
-  // choosing the parallelism: small states run kLanes (or kWideLanes) samples
-  // per simulator in vectorized lanes; large ones one sample per simulator; a large state
-  // with a small batch puts all threads inside one state vector.
+  // choosing the parallelism: small states run kLanes (or kWideLanes)
+  // samples per simulator in vectorized lanes; large ones one sample per
+  // simulator; a large state with a small batch puts all threads inside one
+  // state vector.
   template <typename Fn>
   void ForEachSample(OpKernelContext* c, const Program<T>& program,
                      int64_t batch, Fn fn) {
@@ -261,7 +265,7 @@ class ExpectationOpBase : public OpKernel {
         }
         return claimed;
       };
-      auto state = std::make_shared<ClaimState>();
+      auto state = std::make_shared<ClaimState>(units);
       const int helpers = static_cast<int>(std::min<int64_t>(threads, units)) - 1;
       for (int i = 0; i < helpers; ++i)
         // A helper that starts after the work is done touches only `state`.
@@ -273,8 +277,8 @@ class ExpectationOpBase : public OpKernel {
       // Poll for about two groups' time (at most 200 us) before sleeping.
       const auto per_group = (std::chrono::steady_clock::now() - start) /
                              std::max<int64_t>(claimed, 1);
-      state->WaitFor(units, std::min<std::chrono::nanoseconds>(
-                                2 * per_group, std::chrono::microseconds(200)));
+      state->Wait(std::min<std::chrono::nanoseconds>(2 * per_group,
+                                                     std::chrono::microseconds(200)));
       if (state->out_of_memory) throw std::bad_alloc();
     } catch (const std::bad_alloc&) {
       c->CtxFailure(__FILE__, __LINE__, errors::ResourceExhausted(
