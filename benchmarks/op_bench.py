@@ -210,20 +210,14 @@ def build_case(n, layers, batch):
     def tfq_fwd_fn(p, s, values, o):
         return tfq_expectation(p, s, values, o)
 
-    @tf.function(reduce_retracing=True, input_signature=tfq_spec)
-    def tfq_grad_fn(p, s, values, o):
+    def tfq_grad_of(p, s, values, o):
         with tf.GradientTape() as tape:
             tape.watch(values)
             expectations = tfq_adjoint(p, s, values, o)
             total = tf.reduce_sum(expectations)
         return expectations, tape.gradient(total, values)
 
-    def tfq_grad_body(values):
-        with tf.GradientTape() as tape:
-            tape.watch(values)
-            expectations = tfq_adjoint(programs, symbol_names, values, pauli_sums)
-            total = tf.reduce_sum(expectations)
-        return expectations, tape.gradient(total, values)
+    tfq_grad_fn = tf.function(tfq_grad_of, reduce_retracing=True, input_signature=tfq_spec)
 
     fns = {
         "tfq_fwd": lambda v: tfq_fwd_fn(programs, symbol_names, v, pauli_sums),
@@ -231,14 +225,17 @@ def build_case(n, layers, batch):
         "tfq_grad": lambda v: tfq_grad_fn(programs, symbol_names, v, pauli_sums),
         "ours_grad": ours_grad,
     }
-    extra = {"num_symbols": num_symbols, "num_angles": cc.num_angles, "compile_s": compile_s,
-             "grad_bodies": {"tfq_grad": tfq_grad_body, "ours_grad": ours_grad_body},
-             "values_spec": values_spec}
+    # The fwd+grad bodies, untraced, for the in-one-graph timing.
+    grad_bodies = {
+        "tfq_grad": lambda v: tfq_grad_of(programs, symbol_names, v, pauli_sums),
+        "ours_grad": ours_grad_body,
+    }
+    extra = {"num_symbols": num_symbols, "num_angles": cc.num_angles, "compile_s": compile_s}
     try:
         extra["num_blocks"] = int(cc.program_inputs[1].shape[0])
     except Exception:  # pragma: no cover - layout may change
         pass
-    return cc, fns, extra
+    return cc, fns, grad_bodies, extra
 
 
 def run(fn, values):
@@ -367,8 +364,7 @@ def check_agreement(outputs, tol):
 def bench_case(n, layers, batch, args, case_budget):
     label = f"n={n} L={layers} B={batch}"
     print(f"\n[{label}]", flush=True)
-    cc, fns, extra = build_case(n, layers, batch)
-    extra_bodies, values_spec = extra.pop("grad_bodies"), extra.pop("values_spec")
+    cc, fns, grad_bodies, extra = build_case(n, layers, batch)
     print(
         f"  symbols={extra['num_symbols']} angles={extra['num_angles']} "
         f"blocks={extra.get('num_blocks', '?')} compile={extra['compile_s'] * 1e3:.0f} ms",
@@ -472,7 +468,7 @@ def bench_case(n, layers, batch, args, case_budget):
         )
 
     if not args.no_in_graph and max(est["tfq_grad"], est["ours_grad"]) < args.settle_below:
-        result["in_graph"] = in_graph(extra_bodies, values_spec, values, est, min(reps, 15), args)
+        result["in_graph"] = in_graph(grad_bodies, values, est, min(reps, 15))
     if args.breakdown:
         result["breakdown"] = breakdown(cc, values, reps)
     return result
@@ -500,8 +496,9 @@ def in_graph_loop(body, iterations, spec):
     return loop
 
 
-def in_graph(bodies, spec, values, est, reps, args):
+def in_graph(bodies, values, est, reps):
     """Forward+gradient of both inside one graph, per iteration (ms)."""
+    spec = tf.TensorSpec([None, values.shape[1]], values.dtype)
     # About 0.2 s of calls per sample: enough iterations that the one
     # dispatch per call is a small part of each.
     iterations = {name: max(1, math.ceil(0.2 / max(est[name], 1e-9))) for name in bodies}

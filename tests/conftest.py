@@ -11,6 +11,7 @@ import textwrap  # noqa: E402
 
 import numpy as np  # noqa: E402
 import sympy  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 import cirq  # noqa: E402
 
@@ -180,11 +181,9 @@ def cirq_expectations(circuit, observables, symbols, values):
     return np.array(out)
 
 
-def weighted_grad(cc, values, weights, dtype):
+def weighted_grad(cc, values, weights, dtype=tf.float64):
     """(expectations, d sum(weights * expectations) / d values) of a compiled
     circuit, with a GradientTape."""
-    import tensorflow as tf
-
     v = tf.constant(values, dtype)
     with tf.GradientTape() as tape:
         tape.watch(v)
@@ -327,9 +326,9 @@ def run_fresh_python(code):
     return result.stdout
 
 
-def load_example(name):
-    """The module of `examples/<name>.py`, imported from its file."""
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "examples", f"{name}.py"))
+def load_example(name, folder="examples"):
+    """The module of `<folder>/<name>.py`, imported from its file."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, folder, f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

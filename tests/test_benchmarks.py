@@ -1,23 +1,14 @@
 """The op benchmark runs end to end on a tiny case (no timing asserted: speed
 goals live in the benchmark's own output, not in tests)."""
 
-import importlib.util
 import json
-import os
 
-from conftest import REPO
-
-
-def _op_bench():
-    spec = importlib.util.spec_from_file_location("op_bench", os.path.join(REPO, "benchmarks", "op_bench.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_example
 
 
 def test_op_bench_tiny_case_agrees_with_tfq_and_reports_every_timing(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    status = _op_bench().main(
+    status = load_example("op_bench", folder="benchmarks").main(
         ["--cases", "3:2:16", "--reps", "2", "--block-ms", "2", "--no-layer-path", "--json", str(out)]
     )
     assert status == 0

@@ -17,10 +17,6 @@ FD_EPS = 1e-5
 FD_TOL = 1e-6
 
 
-def _weighted_grad(cc, values, weights, dtype=tf.float64):
-    return weighted_grad(cc, values, weights, dtype)
-
-
 def _cirq_fd_grad(circuit, observables, symbols, values, weights):
     """Central differences of sum(weights * <O>) from Cirq's complex128 simulator, row by row."""
     grad = np.zeros_like(values)
@@ -51,7 +47,7 @@ def test_random_circuit_gradient_matches_cirq_finite_differences(seed):
     expected = _cirq_fd_grad(bare, observables, used, values, weights)
     for fuse in (1, 2):
         cc = qkeras_hybrid.compile_circuit(circuit, observables, max_fused_qubits=fuse)
-        _, grad = _weighted_grad(cc, values, weights)
+        _, grad = weighted_grad(cc, values, weights)
         np.testing.assert_allclose(grad, expected, atol=FD_TOL, err_msg=f"seed={seed} fuse={fuse}\n{circuit}")
 
 
@@ -67,7 +63,7 @@ def test_each_parametric_gate_family_gradient(circuit):
     expected = _cirq_fd_grad(circuit, observables, symbols, values, weights)
     for fuse in (1, 2, 3):
         cc = qkeras_hybrid.compile_circuit(circuit, observables, max_fused_qubits=fuse)
-        _, grad = _weighted_grad(cc, values, weights)
+        _, grad = weighted_grad(cc, values, weights)
         np.testing.assert_allclose(grad, expected, atol=FD_TOL, err_msg=f"fuse={fuse}\n{circuit}")
 
 
@@ -113,7 +109,7 @@ def test_structured_circuit_gradients(kind):
     for fuse in (1, 2, 3):
         cc = qkeras_hybrid.compile_circuit(circuit, observables, max_fused_qubits=fuse)
         for dtype, etol, gtol in ((tf.float64, 1e-10, FD_TOL), (tf.float32, 1e-5, 1e-4)):
-            e, g = _weighted_grad(cc, values, weights, dtype)
+            e, g = weighted_grad(cc, values, weights, dtype)
             np.testing.assert_allclose(e, expected_e, atol=etol, err_msg=f"fuse={fuse} {dtype.name}")
             np.testing.assert_allclose(g, expected_g, atol=gtol, err_msg=f"fuse={fuse} {dtype.name}")
 
@@ -136,8 +132,8 @@ def test_per_observable_jacobian():
 def test_float32_gradient_close_to_float64():
     circuit, _, observables, _, values, weights = _random_case(11)
     cc = qkeras_hybrid.compile_circuit(circuit, observables)
-    e64, g64 = _weighted_grad(cc, values, weights, tf.float64)
-    e32, g32 = _weighted_grad(cc, values, weights, tf.float32)
+    e64, g64 = weighted_grad(cc, values, weights, tf.float64)
+    e32, g32 = weighted_grad(cc, values, weights, tf.float32)
     assert g32.dtype == np.float32
     np.testing.assert_allclose(e32, e64, atol=1e-5)
     np.testing.assert_allclose(g32, g64, atol=1e-4)
@@ -155,9 +151,9 @@ def test_large_state_gradient_parallel_paths_agree():
     weights = rng.normal(size=(3, 2))
     for fuse in (2, 3):
         cc = qkeras_hybrid.compile_circuit(circuit, observables, max_fused_qubits=fuse)
-        e3, g3 = _weighted_grad(cc, values, weights)
-        e1, g1 = _weighted_grad(cc, values[2:], weights[2:])
-        e9, g9 = _weighted_grad(cc, np.tile(values, (3, 1)), np.tile(weights, (3, 1)))
+        e3, g3 = weighted_grad(cc, values, weights)
+        e1, g1 = weighted_grad(cc, values[2:], weights[2:])
+        e9, g9 = weighted_grad(cc, np.tile(values, (3, 1)), np.tile(weights, (3, 1)))
         np.testing.assert_allclose(e1, e3[2:], atol=1e-12)
         np.testing.assert_allclose(g1, g3[2:], atol=1e-10)
         np.testing.assert_allclose(e9, np.tile(e3, (3, 1)), atol=1e-12)

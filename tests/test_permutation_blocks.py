@@ -14,7 +14,7 @@ import tensorflow as tf
 import cirq
 import qkeras_hybrid as qh
 
-from conftest import central_fd, cirq_expectations
+from conftest import central_fd, cirq_expectations, weighted_grad
 
 a, b, c = sympy.symbols("a b c")
 q = cirq.LineQubit.range(4)
@@ -48,10 +48,6 @@ def test_permutation_blocks_match_cirq_and_finite_differences(circuit):
     got = cc.expectation(tf.constant(values), tf.float64).numpy()
     np.testing.assert_allclose(got, cirq_expectations(circuit, observables, symbols, values), atol=1e-10)
     weights = np.random.default_rng(4).normal(size=got.shape)
-    v = tf.constant(values)
-    with tf.GradientTape() as tape:
-        tape.watch(v)
-        loss = tf.reduce_sum(weights * cc.expectation(v, tf.float64))
-    grad = tape.gradient(loss, v).numpy()
+    _, grad = weighted_grad(cc, values, weights)
     fd = central_fd(lambda x: float(np.sum(weights * cc.expectation(tf.constant(x), tf.float64).numpy())), values)
     np.testing.assert_allclose(grad, fd, atol=1e-6)
