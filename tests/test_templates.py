@@ -346,6 +346,21 @@ def hardware_efficient_reference(n, depth, w, pairs):
     return u
 
 
+def test_amplitude_embedding_layer_survives_keras_save_and_savedmodel_export(tmp_path):
+    # Its angles use atan2 and sqrt: the docstring promises they are saved.
+    circuit, features = amplitude_embedding(2, num_features=3)
+    obs, mats = amplitude_observables(2)
+    model = keras.Sequential([keras.Input((3,)), QuantumLayer(circuit, obs, input_symbols=features)])
+    x = np.array([[3.0, -4.0, 12.0], [1.0, 2.0, 0.5]], np.float32)
+    expected = model(x).numpy()
+    np.testing.assert_allclose(expected, numpy_expectations(x, mats, 4), atol=1e-5)
+    model.save(tmp_path / "amplitude.keras")
+    np.testing.assert_allclose(keras.models.load_model(tmp_path / "amplitude.keras")(x), expected, atol=1e-6)
+    model.export(str(tmp_path / "amplitude_savedmodel"), verbose=False)
+    reloaded = tf.saved_model.load(str(tmp_path / "amplitude_savedmodel"))
+    np.testing.assert_allclose(reloaded.serve(tf.constant(x)), expected, atol=1e-6)
+
+
 @pytest.mark.parametrize("n,depth,entangle", [(1, 2, "chain"), (2, 2, "ring"), (3, 2, "chain"), (4, 3, "ring")])
 def test_hardware_efficient_structure_and_unitary(n, depth, entangle):
     circuit, ws = hardware_efficient(n, depth, entangle=entangle)

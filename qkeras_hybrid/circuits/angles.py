@@ -40,6 +40,17 @@ def _symbolic_cse(exprs):
     return kept, [e.subs(constants) for e in reduced]
 
 
+def _atan2(y, x):
+    """tf.math.atan2 that accepts a plain number for either argument.
+
+    sympy keeps exact zeros as Integer(0) (e.g. atan2(0, x) of an amplitude
+    encoding's zero padding, after a `.keras` round trip), which TF would
+    make an int32 tensor.
+    """
+    dtype = next((v.dtype for v in (y, x) if isinstance(v, (tf.Tensor, tf.Variable))), tf.float32)
+    return tf.math.atan2(tf.cast(y, dtype), tf.cast(x, dtype))
+
+
 class AngleMap:
     """Maps symbol values to the angle slots of a compiled program."""
 
@@ -63,7 +74,7 @@ class AngleMap:
             # (amplitude encodings share most of theirs).
             self._used = sorted(set().union(*[e.free_symbols for e in nonlinear]), key=self.symbols.index)
             self._nonlinear_fn = sympy.lambdify(
-                self._used, nonlinear, modules="tensorflow", cse=_symbolic_cse, dummify=True
+                self._used, nonlinear, modules=[{"atan2": _atan2}, "tensorflow"], cse=_symbolic_cse, dummify=True
             )
 
     @property

@@ -279,8 +279,9 @@ def amplitude_embedding(qubits, num_features=None, prefix="a", normalize=True, p
     state is not available from the tree's angles at that point), and every
     other feature gets its true gradient. An all-zero input prepares a fixed,
     arbitrary state, with zero gradients. Features below ~1e-10 in size are
-    treated as zero. Cirq JSON has no `atan2`, so a `QuantumLayer` built on
-    this circuit cannot be saved to a `.keras` file yet.
+    treated as zero. A `QuantumLayer` built on this circuit saves to `.keras`
+    and exports as a SavedModel like any other: `atan2` and `sqrt` are stored
+    in the whitelisted expression tree of the circuit's config.
 
     Args:
       qubits: number of qubits `n` or a sequence of Cirq qubits.
