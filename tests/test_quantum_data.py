@@ -140,8 +140,12 @@ def test_bad_inputs_are_named():
         layer([cirq.Circuit(cirq.X(q[0]))])
     with pytest.raises(TypeError, match="tf.string tensor"):
         layer([np.zeros((2,), "float32"), np.zeros((2, 2), "float32")])
+    stray = [cirq.Circuit(cirq.X(cirq.GridQubit(5, 5)))]
+    # Python circuits are checked before TFQ simulates them; serialized ones when the graph runs.
+    with pytest.raises(ValueError, match=r"act on qubits \[cirq.GridQubit\(5, 5\)\] outside the layer's qubits"):
+        layer([stray, np.zeros((1, 2), "float32")])
     with pytest.raises(tf.errors.InvalidArgumentError, match="act only on the layer's qubits"):
-        layer([[cirq.Circuit(cirq.X(cirq.GridQubit(5, 5)))], np.zeros((1, 2), "float32")])
+        layer([tfq.convert_to_tensor(stray), np.zeros((1, 2), "float32")])
     from qiskit import QuantumCircuit
 
     with pytest.raises(TypeError, match="must be a cirq.Circuit"):

@@ -165,7 +165,7 @@ def test_qiskit_circuit_and_unrunnable_gates_are_refused():
     with pytest.raises(ValueError, match="LineQubit and cirq.GridQubit"):
         tfq_backend.tfq_circuit(cirq.Circuit(cirq.X(q)), [q])
     q = cirq.LineQubit(0)
-    with pytest.raises(ValueError, match="TFQ cannot run the gate"):
+    with pytest.raises(ValueError, match="TensorFlow Quantum cannot run the gate Opaque on 1 qubit"):
         tfq_backend.tfq_circuit(cirq.Circuit(Opaque().on(q)), [q])
 
 

@@ -3,6 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
+from qkeras_hybrid.backends._validation import check_num_qubits
 from qkeras_hybrid.circuits.compiled import CompiledCircuit
 
 
@@ -16,6 +17,7 @@ class NativeExecutor:
 
     def __init__(self, circuit, observables, symbols, qubits=None, compiled=None):
         self.compiled = compiled or CompiledCircuit(circuit, observables, symbols=symbols, qubits=qubits)
+        check_num_qubits(self.compiled.num_qubits, "native", "backend='native'")
         self.num_observables = self.compiled.num_observables
         self._state_order = None
 

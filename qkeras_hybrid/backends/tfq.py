@@ -21,7 +21,11 @@ import cirq
 import numpy as np
 import tensorflow as tf
 
+from qkeras_hybrid.backends._validation import check_finite, check_num_qubits
+from qkeras_hybrid.circuits import observables as obs_lib
 from qkeras_hybrid.circuits.angles import AngleMap
+from qkeras_hybrid.circuits.cirq_compiler import describe_operation
+from qkeras_hybrid.circuits.compiled import check_symbol_names
 
 INSTALL_HINT = (
     "Install TensorFlow Quantum for this TensorFlow (`pip install tensorflow-quantum==0.7.6` "
@@ -190,8 +194,14 @@ def tfq_circuit(circuit, qubits):
         raise ValueError(f"backend='tfq' supports only cirq.LineQubit and cirq.GridQubit, got {bad_kind}")
 
     def on_stuck(op):
-        return ValueError(f"backend='tfq': TFQ cannot run the gate {op!r} and Cirq cannot decompose it "
-                          "into TFQ's gate set; use backend='native'")
+        if cirq.has_unitary(op) or cirq.is_parameterized(op):
+            hint = "backend='native' may run it"
+        elif cirq.has_kraus(op):
+            hint = "it is a non-unitary channel (noise, reset, ...); these layers run unitary circuits only"
+        else:
+            hint = "it has no unitary (_unitary_) and no decomposition (_decompose_): give the gate one of them"
+        return ValueError(f"backend='tfq': TensorFlow Quantum cannot run the gate {describe_operation(op)}, and "
+                          f"Cirq cannot decompose it into TFQ's gate set; {hint}")
 
     # Global phases do not change expectation values, and TFQ has no such gate.
     ops = cirq.decompose(circuit.all_operations(), keep=_tfq_serializable, on_stuck_raise=on_stuck)
@@ -234,7 +244,18 @@ class TFQExecutor:
             repetitions = int(repetitions)
         self.repetitions = repetitions
         self.qubits = list(qubits) if qubits is not None else sorted(circuit.all_qubits())
+        # TFQ does not check its allocations: a register too big crashes the process.
+        check_num_qubits(len(self.qubits), "tfq", "backend='tfq'")
+        index_of = {q: i for i, q in enumerate(self.qubits)}
+        for observable in observables:  # same rules as the native backend, before TFQ sees them
+            obs_lib.cirq_terms(observable, index_of)
         self.symbols = list(symbols)
+        names = [str(s) for s in self.symbols]
+        circuit_names = sorted(str(s) for s in cirq.parameter_symbols(circuit))
+        check_symbol_names(names, circuit_names)
+        missing = sorted(set(circuit_names) - set(names))
+        if missing:
+            raise ValueError(f"Circuit symbols {missing} are not given values: add them to `symbols`")
         flat, expressions = tfq_circuit(circuit, self.qubits)
         # Run-time symbol values: the layer's symbols, then the rewritten expressions.
         self.angle_map = AngleMap(list(expressions.values()), self.symbols)
@@ -269,7 +290,14 @@ class TFQExecutor:
         if programs is not None:
             program = tfq.append_circuit(tf.convert_to_tensor(programs, tf.string), program)
         pauli_sums = tf.tile(self._pauli_sums, tf.stack([batch, 1]))
-        args = (program, self._symbol_names, self.angle_map(values), pauli_sums)
+        # TFQ returns NaN for NaN angles without a word: check them first.
+        angles = check_finite(self.angle_map(values), self._describe_value)
+        args = (program, self._symbol_names, angles, pauli_sums)
         if self._repetitions is not None:
             args += (tf.tile(self._repetitions, tf.stack([batch, 1])),)
         return tf.cast(self._op(*args), dtype)
+
+    def _describe_value(self, index):
+        """"backend=tfq: the value of symbol x in row 3" for index [row, column] (no quotes: Assert escapes them)."""
+        name = tf.gather(tf.constant(self.symbol_names), index[1])
+        return tf.strings.join(["backend=tfq: the value of symbol ", name, " in row ", tf.strings.as_string(index[0])])

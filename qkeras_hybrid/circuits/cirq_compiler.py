@@ -12,6 +12,23 @@ class UnsupportedGateError(ValueError):
     """A gate the native simulator cannot run."""
 
 
+def describe_operation(op, max_chars=120):
+    """A short name of `op` for error messages.
+
+    Its repr when that is short and informative, else the gate's type and
+    the qubit count: a MatrixGate's repr holds its whole matrix, a custom
+    gate's is `<module.G object at 0x...>`.
+    """
+    gate = op.gate if op.gate is not None else op
+    text = repr(gate)
+    if len(text) > max_chars or " object at 0x" in text:
+        kind = type(gate)
+        text = f"cirq.{kind.__name__}" if kind.__module__.startswith("cirq") else kind.__name__
+    qubits = ", ".join(str(q) for q in op.qubits[:4]) + (", ..." if len(op.qubits) > 4 else "")
+    plural = "s" if len(op.qubits) != 1 else ""
+    return f"{text} on {len(op.qubits)} qubit{plural} ({qubits})"
+
+
 def _eigen_generator(gate):
     """H with gate = exp(-i * exponent * H) for a cirq.EigenGate."""
     dim = int(np.prod(cirq.qid_shape(gate)))
@@ -66,7 +83,7 @@ def lower_operation(op, index_of):
     if cirq.is_measurement(op) or isinstance(gate, (cirq.IdentityGate, cirq.GlobalPhaseGate)):
         return []
     if any(q.dimension != 2 for q in op.qubits):
-        raise UnsupportedGateError(f"{op!r}: only qubits (dimension 2) are supported")
+        raise UnsupportedGateError(f"{describe_operation(op)}: only qubits (dimension 2) are supported")
     qubits = tuple(index_of[q] for q in op.qubits)
     parameterized = cirq.is_parameterized(op)
     if not parameterized and len(qubits) <= MAX_GATE_QUBITS and cirq.has_unitary(op):
@@ -89,20 +106,27 @@ def lower_operation(op, index_of):
             return [exponential(qubits, h, sympy.sympify(exponent))]
     decomposed = cirq.decompose_once(op, default=None)
     if decomposed is None:
-        if not cirq.has_unitary(op) and not parameterized:
-            raise UnsupportedGateError(
-                f"Gate {gate!r} in {op!r} is not unitary; the native simulator "
-                "runs unitary circuits only (measurements are ignored)."
-            )
-        raise UnsupportedGateError(
-            f"Gate {gate!r} in {op!r} is not supported by the native simulator: "
-            "it has no unitary on at most 3 qubits, no symbolic form it knows "
-            "(EigenGate, ControlledGate, FSimGate) and no decomposition."
-        )
+        raise UnsupportedGateError(_unsupported_reason(op, parameterized))
     out = []
     for sub in cirq.flatten_to_ops(decomposed):
         out.extend(lower_operation(sub, index_of))
     return out
+
+
+def _unsupported_reason(op, parameterized):
+    """Why the native simulator cannot run `op` (which Cirq cannot decompose)."""
+    name = describe_operation(op)
+    if parameterized:
+        return (f"Gate {name} is not supported by the native simulator: its symbols are in no form it knows "
+                "(EigenGate exponent, ControlledGate, FSimGate, diagonal gates) and Cirq cannot decompose it.")
+    if cirq.has_unitary(op):
+        return (f"Gate {name} is not supported by the native simulator: it runs constant gates on at most "
+                f"{MAX_GATE_QUBITS} qubits, and Cirq cannot decompose this one into smaller gates.")
+    if cirq.has_kraus(op):
+        return (f"Gate {name} is a non-unitary channel (noise, reset, ...); the native simulator runs unitary "
+                "circuits only (measurements are ignored).")
+    return (f"Gate {name} has no unitary (_unitary_) and no decomposition (_decompose_), so the native simulator "
+            "cannot run it: give the gate one of them.")
 
 
 def lower_circuit(circuit, qubits):

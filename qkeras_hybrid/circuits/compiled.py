@@ -50,6 +50,16 @@ def circuit_symbols(circuit):
     )
 
 
+def check_symbol_names(names, circuit_names):
+    """ValueError if a symbol name is listed twice or is not one of the circuit's."""
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"Symbols {duplicates} are listed more than once")
+    unknown = sorted(set(names) - set(circuit_names))
+    if unknown:
+        raise ValueError(f"Symbols {unknown} do not appear in the circuit")
+
+
 class CompiledCircuit:
     """A circuit compiled once into the native op's numeric program.
 
@@ -92,13 +102,7 @@ class CompiledCircuit:
         if symbols is None:
             symbols = known_symbols
         self.symbols = [_symbol(s) for s in symbols]
-        names = [str(s) for s in self.symbols]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"Symbols {duplicates} are listed more than once")
-        unknown = sorted(set(names) - {str(s) for s in known_symbols})
-        if unknown:
-            raise ValueError(f"Symbols {unknown} do not appear in the circuit")
+        check_symbol_names([str(s) for s in self.symbols], [str(s) for s in known_symbols])
         by_name = {str(s): s for s in self.symbols}
         bound = []
         for primitive in primitives:

@@ -13,6 +13,7 @@ from qkeras_hybrid import differentiators
 from qkeras_hybrid.backends import qiskit_executor as executors
 from qkeras_hybrid.circuits import serialization
 from qkeras_hybrid.circuits.compiled import CompiledCircuit, _as_list, is_qiskit_circuit
+from qkeras_hybrid.layers._checks import require_tensorflow_backend
 
 
 def _param_names(params, kind):
@@ -159,6 +160,7 @@ class QiskitLayer(keras.layers.Layer):
         constraint=None,
         **kwargs,
     ):
+        require_tensorflow_backend(self)
         circuit = self._circuit_from_config(circuit)
         if observables is not None:
             observables = serialization.observables_from_config(_as_list(observables))

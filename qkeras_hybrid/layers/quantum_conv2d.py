@@ -9,6 +9,7 @@ import sympy
 import tensorflow as tf
 
 from qkeras_hybrid.circuits.compiled import CompiledCircuit
+from qkeras_hybrid.layers import _checks
 
 MAX_KERNEL_QUBITS = 20
 
@@ -93,11 +94,12 @@ class QuantumConv2D(keras.layers.Layer):
       constraint: optional constraint of the weights.
 
     Input shape:
-      4D tensor `(batch, height, width, channels)`.
+      4D tensor `(batch, height, width, channels)`, real and finite.
 
     Output shape:
       4D tensor `(batch, new_height, new_width, channels * filters)`, the
-      spatial size as for `keras.layers.Conv2D`.
+      spatial size as for `keras.layers.Conv2D`, in the layer's compute
+      dtype (under mixed precision the circuits still run in float32).
 
     Example:
 
@@ -120,6 +122,7 @@ class QuantumConv2D(keras.layers.Layer):
         constraint=None,
         **kwargs,
     ):
+        _checks.require_tensorflow_backend(self)
         if not _is_int(filters) or filters <= 0:
             raise ValueError(f"filters must be a positive integer, got {filters!r}")
         self.kernel_size = _pair(kernel_size, "kernel_size")
@@ -167,19 +170,29 @@ class QuantumConv2D(keras.layers.Layer):
                         f"input shape {tuple(input_shape)}"
                     )
         self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: input_shape[-1]})
+        self._channels = int(input_shape[-1])
         self.quantum_weights = self.add_weight(
             name="quantum_weights",
             shape=(self.filters, self.depth, self.num_qubits),
             initializer=self.initializer,
             regularizer=self.regularizer,
             constraint=self.constraint,
+            autocast=False,  # angles stay float32 under mixed precision
         )
 
+    @property
+    def input_dtype(self):
+        # Float inputs are cast to the simulation dtype (float32 under mixed precision), not to float16.
+        return _checks.internal_dtype(self.compute_dtype)
+
     def call(self, inputs):
-        dtype = self.compute_dtype
-        inputs = tf.cast(tf.convert_to_tensor(inputs), dtype)
+        dtype = self.input_dtype
+        inputs = tf.convert_to_tensor(inputs)
+        _checks.check_real_dtype(self, inputs)
+        inputs = self._check_channels(tf.cast(inputs, dtype))
+        inputs = _checks.check_finite(inputs, self._describe_pixel)
         rows, cols = self.kernel_size
-        channels = inputs.shape[-1]
+        channels = self._channels
         # Patches come out flattened as (row, col, channel), channel fastest.
         patches = tf.image.extract_patches(
             inputs,
@@ -196,12 +209,36 @@ class QuantumConv2D(keras.layers.Layer):
         pixels = tf.reshape(windows, [num_windows, 1, self.num_qubits])
         pixels = tf.broadcast_to(pixels, [num_windows, self.filters, self.num_qubits])
         weights = tf.cast(tf.convert_to_tensor(self.quantum_weights), dtype)
+        weights = _checks.check_finite(weights, self._describe_weight)
         weights = tf.reshape(weights, [1, self.filters, self.depth * self.num_qubits])
         weights = tf.broadcast_to(weights, [num_windows, self.filters, self.depth * self.num_qubits])
         # One row per (image, window, channel, filter): a single simulator call.
         values = tf.reshape(tf.concat([pixels, weights], axis=-1), [-1, len(self.compiled.symbols)])
         outputs = self.compiled.expectation(values, dtype=dtype)
-        return tf.reshape(outputs, [batch, out_h, out_w, channels * self.filters])
+        outputs = tf.reshape(outputs, [batch, out_h, out_w, channels * self.filters])
+        return outputs if outputs.dtype == self.compute_dtype else tf.cast(outputs, self.compute_dtype)
+
+    def _check_channels(self, inputs):
+        """Inputs with the channel count of `build`: checked at run time where the graph does not know it."""
+        if inputs.shape.rank == 4 and inputs.shape[-1] is not None:
+            return inputs  # Keras's input_spec has compared it
+        shape = tf.shape(inputs)
+        ok = tf.logical_and(tf.equal(tf.size(shape), 4), tf.equal(shape[-1], self._channels))
+        message = tf.strings.format(f"{self.name} expects inputs (batch, height, width, {self._channels}), got "
+                                    "inputs of shape {}", shape)
+        with tf.control_dependencies([tf.raw_ops.Assert(condition=ok, data=[message])]):
+            inputs = tf.identity(inputs)
+        inputs.set_shape([None, None, None, self._channels])
+        return inputs
+
+    def _describe_pixel(self, index):
+        return tf.strings.join([f"{self.name}: inputs[", tf.strings.reduce_join(tf.strings.as_string(index),
+                                                                                 separator=", "), "]"])
+
+    def _describe_weight(self, index):
+        filters, layer, qubit = tf.unstack(tf.strings.as_string(index))
+        return tf.strings.join([f"{self.name}: weight quantum_weights[", filters, ", ", layer, ", ", qubit,
+                                "] (filter ", filters, ", layer ", layer, ", qubit ", qubit, ")"])
 
     def compute_output_shape(self, input_shape):
         batch, height, width, channels = input_shape

@@ -5,6 +5,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from qkeras_hybrid.backends._validation import check_num_qubits
 from qkeras_hybrid.backends.tfq import require_tfq
 from qkeras_hybrid.layers.quantum_layer import QuantumLayer
 
@@ -86,10 +87,25 @@ class QuantumDataLayer(QuantumLayer):
     def __call__(self, inputs, *args, **kwargs):
         # Python circuits become TFQ's string tensor before Keras sees them.
         if _is_circuit_batch(inputs):
-            inputs = circuits_to_tensor(inputs)
+            inputs = self._circuits_to_tensor(inputs)
         elif isinstance(inputs, (list, tuple)) and len(inputs) == 2 and _is_circuit_batch(inputs[0]):
-            inputs = [circuits_to_tensor(inputs[0]), inputs[1]]
+            inputs = [self._circuits_to_tensor(inputs[0]), inputs[1]]
         return super().__call__(inputs, *args, **kwargs)
+
+    def _circuits_to_tensor(self, circuits):
+        """TFQ's string tensor of Python circuits, whose qubits are checked before TFQ simulates them."""
+        circuits = list(np.asarray(circuits, dtype=object).ravel()) if isinstance(circuits, np.ndarray) \
+            else list(circuits)
+        qubits = set().union(*(c.all_qubits() for c in circuits))
+        register = set(self.executor.qubits if self.backend == "tfq" else self.compiled.qubits)
+        if self.backend == "native":
+            stray = sorted(qubits - register, key=str)
+            if stray:
+                raise ValueError(f"{self.name}: data circuits act on qubits {stray[:8]} outside the layer's qubits "
+                                 f"{sorted(register, key=str)}; pass qubits=[...] to include them")
+        # TFQ simulates the data circuit's qubits and the layer's together, unchecked.
+        check_num_qubits(len(qubits | register), self.backend, self.name)
+        return circuits_to_tensor(circuits)
 
     def _split(self, inputs):
         """(circuits, values-or-None) of inputs or of input shapes, checking the structure."""
@@ -119,9 +135,14 @@ class QuantumDataLayer(QuantumLayer):
         if circuits.dtype != tf.string:
             raise TypeError(f"{self.name} takes circuits as a tf.string tensor (tfq.convert_to_tensor) or a list "
                             f"of cirq.Circuit, got dtype {circuits.dtype.name}")
-        symbol_values = self._symbol_values(None if values is None else tf.convert_to_tensor(values),
-                                            tf.shape(circuits)[0])
-        return self.executor.expectation(symbol_values, dtype=self.compute_dtype, programs=circuits)
+        if circuits.shape.rank not in (None, 1):
+            raise ValueError(f"{self.name} expects a batch of circuits of shape (batch,), got {tuple(circuits.shape)}")
+        if values is not None:
+            values = tf.convert_to_tensor(values)
+            if values.shape.rank == 2 and None not in (values.shape[0], circuits.shape[0]) \
+                    and values.shape[0] != circuits.shape[0]:
+                raise ValueError(f"{self.name} got {circuits.shape[0]} circuits but {values.shape[0]} rows of values")
+        return self._expectation(self._symbol_values(values, tf.shape(circuits)[0]), programs=circuits)
 
     def compute_output_shape(self, input_shape):
         circuits_shape, _ = self._split(input_shape)

@@ -8,15 +8,25 @@ import tensorflow as tf
 
 from qkeras_hybrid import backends
 from qkeras_hybrid.backends import tfq as tfq_backend
+from qkeras_hybrid.backends._validation import check_num_qubits
 from qkeras_hybrid.circuits import serialization
 from qkeras_hybrid.circuits import compiled as compiled_lib
 from qkeras_hybrid.circuits.compiled import CompiledCircuit, _as_list, _symbol
+from qkeras_hybrid.layers import _checks
 
 BACKENDS = backends.BACKENDS
 
 
 def _names(symbols):
     return [str(_symbol(s)) for s in symbols]
+
+
+def _register_size(circuit, qubits):
+    if qubits is not None:
+        return len(qubits)
+    if compiled_lib.is_qiskit_circuit(circuit):
+        return circuit.num_qubits
+    return len(circuit.all_qubits()) if hasattr(circuit, "all_qubits") else 0
 
 
 @keras.saving.register_keras_serializable(package="qkeras_hybrid")
@@ -55,11 +65,15 @@ class QuantumLayer(keras.layers.Layer):
       qubits: Cirq only: the register order (default: sorted circuit qubits).
 
     Input shape:
-      `(batch, len(input_symbols))`. A layer without input symbols takes any
-      input and uses only its batch size.
+      `(batch, len(input_symbols))`, real values (floats or integers). A
+      layer without input symbols takes any input and uses only its batch
+      size. Inputs and weights must be finite.
 
     Output shape:
-      `(batch, len(observables))`.
+      `(batch, len(observables))`, in the layer's compute dtype. Under a
+      mixed-precision policy (`"mixed_float16"`, `"mixed_bfloat16"`) the
+      circuit is still simulated in float32 (weights stay float32) and only
+      the output is cast to 16 bits.
 
     Example:
 
@@ -87,10 +101,13 @@ class QuantumLayer(keras.layers.Layer):
         repetitions=None,
         **kwargs,
     ):
+        _checks.require_tensorflow_backend(self)
         circuit = serialization.circuit_from_config(circuit)
         observables = serialization.observables_from_config(_as_list(observables))
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        # Before compiling: a register that cannot fit in memory fails here, not when called.
+        check_num_qubits(_register_size(circuit, qubits), backend, type(self).__name__)
         differentiator = tfq_backend.differentiator_from_config(differentiator)
         self.circuit = circuit
         self.observables = observables
@@ -106,56 +123,90 @@ class QuantumLayer(keras.layers.Layer):
         both = sorted(set(self.input_symbols) & set(self.weight_symbols))
         if both:
             raise ValueError(f"Symbols {both} are given both as input_symbols and weight_symbols")
-        self.compiled = CompiledCircuit(
-            circuit, observables, symbols=self.input_symbols + self.weight_symbols, qubits=self.qubits
+        symbols = [_symbol(s) for s in self.input_symbols + self.weight_symbols]
+        # The native program is compiled for backend="native" only: TFQ checks
+        # the circuit itself, and its errors then speak of TFQ.
+        self.compiled = (
+            CompiledCircuit(circuit, observables, symbols=symbols, qubits=self.qubits) if backend == "native" else None
         )
         self.backend = backend
         self.differentiator = differentiator
         self.repetitions = repetitions
         self.executor = backends.make_executor(
-            backend, circuit, observables, self.compiled.symbols, qubits=getattr(self.compiled, "qubits", None),
+            backend, circuit, observables, symbols, qubits=getattr(self.compiled, "qubits", self.qubits),
             differentiator=differentiator, repetitions=repetitions, compiled=self.compiled,
         )
+        num_qubits = self.compiled.num_qubits if self.compiled is not None else len(self.executor.qubits)
         self.initializer = keras.initializers.get(
             initializer or keras.initializers.RandomUniform(0.0, 2.0 * math.pi)
         )
         self.regularizer = keras.regularizers.get(regularizer)
         self.constraint = keras.constraints.get(constraint)
         if "name" not in kwargs:  # e.g. "quantum_layer_4q" in model.summary()
-            kwargs["name"] = naming.auto_name(f"{naming.to_snake_case(type(self).__name__)}_{self.compiled.num_qubits}q")
+            kwargs["name"] = naming.auto_name(f"{naming.to_snake_case(type(self).__name__)}_{num_qubits}q")
         super().__init__(**kwargs)
-        self.num_qubits = self.compiled.num_qubits
-        self.num_observables = self.compiled.num_observables
+        self.num_qubits = num_qubits
+        self.num_observables = self.executor.num_observables
+        # What a bad value is called in errors: inputs[row, j] and its symbol, or a weight.
+        self._value_labels = (
+            [(f"{self.name}: inputs[", f", {j}] (input symbol {name})") for j, name in enumerate(self.input_symbols)]
+            + [(f"{self.name}: weight {name} (quantum_weights[{k}])", "") for k, name in enumerate(self.weight_symbols)]
+        )
+
+    @property
+    def input_dtype(self):
+        # Float inputs are cast to the simulation dtype (float32 under mixed precision), not to float16.
+        return _checks.internal_dtype(self.compute_dtype)
 
     def build(self, input_shape):
-        width = input_shape[-1] if self.input_symbols else None
-        if self.input_symbols and width is not None and width != len(self.input_symbols):
-            raise ValueError(
-                f"{self.name} expects inputs of width {len(self.input_symbols)} "
-                f"(input_symbols {self.input_symbols}), got input shape {tuple(input_shape)}"
-            )
-        if self.input_symbols and len(input_shape) != 2:
-            raise ValueError(f"{self.name} expects inputs of shape (batch, features), got {tuple(input_shape)}")
+        if self.input_symbols:
+            _checks.check_feature_shape(self, input_shape, self.input_symbols)
         self.quantum_weights = self.add_weight(
             name="quantum_weights",
             shape=(len(self.weight_symbols),),
             initializer=self.initializer,
             regularizer=self.regularizer,
             constraint=self.constraint,
+            autocast=False,  # angles stay float32 under mixed precision
         )
 
     def call(self, inputs):
-        inputs = tf.convert_to_tensor(inputs)
-        return self.executor.expectation(self._symbol_values(inputs, tf.shape(inputs)[0]), dtype=self.compute_dtype)
+        values = self._symbol_values(tf.convert_to_tensor(inputs))
+        return self._expectation(values)
 
-    def _symbol_values(self, inputs, batch):
-        """[batch, S]: the input columns, then the weights tiled over the batch."""
-        dtype = self.compute_dtype
-        weights = tf.cast(tf.convert_to_tensor(self.quantum_weights), dtype)
-        tiled = tf.tile(weights[None, :], tf.stack([batch, 1]))
+    def _expectation(self, symbol_values, programs=None):
+        """The executor's expectations at the simulation dtype, returned in the compute dtype."""
+        outputs = self.executor.expectation(symbol_values, dtype=self.input_dtype, programs=programs)
+        return outputs if outputs.dtype == self.compute_dtype else tf.cast(outputs, self.compute_dtype)
+
+    def _symbol_values(self, inputs, batch=None):
+        """[batch, S]: the input columns, then the weights tiled over the batch, checked.
+
+        `inputs` may be None (no input symbols) when `batch` is given.
+        """
+        dtype = self.input_dtype
         if self.input_symbols:
-            return tf.concat([tf.cast(inputs, dtype), tiled], axis=1)
-        return tiled
+            _checks.check_real_dtype(self, inputs)
+            inputs = _checks.check_features(self, inputs, self.input_symbols)
+            batch = tf.shape(inputs)[0]
+        elif batch is None:
+            if inputs.shape.rank == 0:
+                raise ValueError(f"{self.name} has no input_symbols and takes inputs only for their batch size, "
+                                 "so it needs inputs with a batch dimension; got a scalar")
+            batch = tf.shape(inputs)[0]
+        weights = tf.convert_to_tensor(self.quantum_weights)
+        if weights.dtype != dtype:
+            weights = tf.cast(weights, dtype)
+        values = tf.tile(weights[None, :], tf.stack([batch, 1]))
+        if self.input_symbols:
+            values = tf.concat([tf.cast(inputs, dtype), values], axis=1)
+        return _checks.check_finite(values, self._describe_value)
+
+    def _describe_value(self, index):
+        """The name of symbol value [row, column] in the layer's terms."""
+        before, after = tf.unstack(tf.gather(tf.constant(self._value_labels), index[1]))
+        row = tf.where(index[1] < len(self.input_symbols), tf.strings.as_string(index[0]), "")
+        return tf.strings.join([before, row, after])
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.num_observables)
