@@ -1,6 +1,11 @@
 """Malformed programs fed straight to the raw op must raise, never crash, with a
 message naming the problem; and the compiler's errors on bad circuits."""
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import sympy
@@ -36,6 +41,14 @@ def _valid_program():
         pauli_coeffs=np.array([[1.0, 0.5], [1.0, 0.0]]),
         angles=np.array([[0.3], [1.1], [-2.0]]),
     )
+
+
+def _without_angle_slots():
+    """_valid_program with a constant identity in place of Rx."""
+    p = _valid_program()
+    p.update(gate_meta=np.array([[0, -1, 0, 1], [0, -1, 8, 1]], dtype=np.int32),
+             gate_data=np.concatenate([_flat(np.eye(2)), _flat(_CNOT)]), angles=p["angles"][:, :0])
+    return p
 
 
 _ORDER = ["num_qubits", "block_meta", "gate_meta", "gate_data", "pauli_masks", "pauli_coeffs", "angles"]
@@ -217,6 +230,273 @@ def test_empty_batch_and_no_blocks():
     p.update(block_meta=np.zeros((0, 7), np.int32), gate_meta=np.zeros((0, 4), np.int32),
              gate_data=np.zeros(0), angles=np.zeros((2, 0)))
     np.testing.assert_allclose(ops.expectation(*_args(p)).numpy(), [[1.0, 0.0]] * 2)  # |00>: <Z1>=1
+
+
+
+# ------------------------------------------- sizes that overflow, in a child
+
+# Each case once made TF CHECK-fail (SIGABRT) or loop over an empty batch, so
+# they run in a child process: a crash fails the cases, not the test session.
+# The body sees _valid_program's inputs as tensors `t` (float64 angles) and
+# returns what the op returned or raises.
+_ISOLATED = {
+    # Item 1 of issue 12: TensorShape({batch, 2, 2**n}) built for the message
+    # (4 * 2 * 2**60 = 2**63 overflows int64).
+    **{f"from_state_{n}_qubits_wrong_state_{op}": f"""
+t['num_qubits'] = tf.constant({n}, tf.int32)
+args = [t[k] for k in PROGRAM] + [tf.zeros((4, 2, 4), tf.float64), tf.zeros((4, 1), tf.float64)]
+ops.{op}(*args, *([tf.ones((4, 2), tf.float64)] if 'grad' in '{op}' else []))
+""" for n in (60, 61, 62) for op in ("expectation_from_state", "expectation_from_state_adjoint_grad")},
+    # An empty angles tensor may have any batch: [batch, O] overflows.
+    # (`s`: the program without angle slots, which an empty row can feed.)
+    "huge_batch_output_overflows": """
+ops.expectation(*s, tf.zeros((2**62, 0), tf.float64))
+""",
+    "huge_batch_upstream_message": """
+ops.expectation_adjoint_grad(*s, tf.zeros((2**62, 0), tf.float64), tf.zeros((0, 2), tf.float64))
+""",
+    "huge_batch_from_state_message": """
+ops.expectation_from_state(*s, tf.zeros((0, 2, 4), tf.float64), tf.zeros((2**62, 0), tf.float64))
+""",
+    "huge_batch_output_too_large": """
+ops.expectation(*s, tf.zeros((2**40, 0), tf.float64))
+""",
+    # Counts narrowed to int: 2**31 observables (of no terms) became negative.
+    "observables_beyond_int32": """
+ops.expectation(t['num_qubits'], t['block_meta'], t['gate_meta'], t['gate_data'],
+                tf.zeros((2**31, 0, 2), tf.int64), tf.zeros((2**31, 0), tf.float64), t['angles'])
+""",
+    "terms_beyond_int32": """
+ops.expectation(t['num_qubits'], t['block_meta'], t['gate_meta'], t['gate_data'],
+                tf.zeros((0, 2**31, 2), tf.int64), tf.zeros((0, 2**31), tf.float64), t['angles'])
+""",
+    "angles_beyond_int32": """
+ops.expectation(*[t[k] for k in PROGRAM], tf.zeros((0, 2**31), tf.float64))
+""",
+    # Nothing to compute, but once a simulation per (empty) row: a hang.
+    "empty_rows_not_simulated": """
+p = list(s)
+p[4], p[5] = tf.zeros((0, 1, 2), tf.int64), tf.zeros((0, 1), tf.float64)
+return [ops.expectation(*p, tf.zeros((2**40, 0), tf.float64)).shape.as_list(),
+        ops.expectation_adjoint_grad(*p, tf.zeros((2**40, 0), tf.float64),
+                                     tf.zeros((2**40, 0), tf.float64)).shape.as_list()]
+""",
+}
+# (exception type, substring of its message) or the value returned.
+_ISOLATED_EXPECTED = {
+    **{f"from_state_{n}_qubits_wrong_state_{op}": (
+        "InvalidArgumentError", f"initial_state must have shape [batch, 2, 2**num_qubits] = [4,2,{2**n}], got [4,2,4]")
+       for n in (60, 61, 62) for op in ("expectation_from_state", "expectation_from_state_adjoint_grad")},
+    "huge_batch_output_overflows": ("InvalidArgumentError", f"expectations would have shape [{2**62},2]"),
+    "huge_batch_upstream_message": ("InvalidArgumentError", f"upstream must have shape [{2**62},2]"),
+    "huge_batch_from_state_message": ("InvalidArgumentError", f"= [{2**62},2,4], got [0,2,4]"),
+    "huge_batch_output_too_large": ("ResourceExhaustedError", f"expectations of shape [{2**40},2] needs more"),
+    "observables_beyond_int32": ("InvalidArgumentError", "too many observables (pauli_masks dimension 0): 2147483648"),
+    "terms_beyond_int32": ("InvalidArgumentError", "too many terms per observable (pauli_masks dimension 1)"),
+    "angles_beyond_int32": ("InvalidArgumentError", "too many angles (angles dimension 1): 2147483648"),
+    "empty_rows_not_simulated": [[2**40, 0], [2**40, 0]],
+}
+
+
+@pytest.fixture(scope="module")
+def isolated_outcomes():
+    """{case: [exception type, message] or its return value}; a case that
+    kills or hangs its process gets ["crash" or "hang", the output's end],
+    and the cases after it run in a new process."""
+    from conftest import REPO
+
+    names = list(_ISOLATED)
+    bodies = "\n".join(
+        f"def case_{i}():\n" + "\n".join("    " + line for line in body.strip().splitlines())
+        for i, body in enumerate(_ISOLATED.values()))
+    code = f"""
+import json, sys
+sys.path.insert(0, "tests")
+import tensorflow as tf
+from qkeras_hybrid import ops
+from test_op_safety import _valid_program, _without_angle_slots
+PROGRAM = {_ORDER[:6]!r}
+{bodies}
+for i in map(int, sys.argv[1:]):
+    t = {{k: tf.constant(v) for k, v in _valid_program().items()}}
+    s = [tf.constant(_without_angle_slots()[k]) for k in PROGRAM]
+    print("START", i, flush=True)
+    try:
+        out = globals()["case_" + str(i)]()
+    except Exception as e:
+        out = [type(e).__name__, str(e)]
+    print("RESULT", json.dumps(out), flush=True)
+"""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    outcomes, todo = {}, list(range(len(names)))
+    while todo:
+        try:
+            run = subprocess.run([sys.executable, "-c", code, *map(str, todo)], capture_output=True, text=True,
+                                 cwd=REPO, env=env, timeout=120)
+            stdout, failure = run.stdout, "crash"
+        except subprocess.TimeoutExpired as e:
+            stdout, failure = e.stdout.decode() if e.stdout else "", "hang"
+            run = e
+        current = None
+        for line in stdout.splitlines():
+            if line.startswith("START "):
+                current = int(line.split()[1])
+            elif line.startswith("RESULT ") and current is not None:
+                outcomes[names[current]] = json.loads(line[len("RESULT "):])
+                todo.remove(current)
+                current = None
+        if current is None and todo:  # died before its first case
+            current = todo[0]
+        if current is not None:
+            tail = (run.stderr if isinstance(run.stderr, str) else (run.stderr or b"").decode())[-2000:]
+            outcomes[names[current]] = [failure, tail]
+            todo.remove(current)
+    return outcomes
+
+
+@pytest.mark.parametrize("name", list(_ISOLATED))
+def test_sizes_from_user_input_never_abort(name, isolated_outcomes):
+    got, expected = isolated_outcomes[name], _ISOLATED_EXPECTED[name]
+    if isinstance(expected, tuple):
+        assert got[0] == expected[0] and expected[1] in got[1], got
+    else:
+        assert got == expected
+
+
+# ------------------------------------------ values that overflow the precision
+
+
+def _run(p, dtype, grad=False, upstream=None):
+    args = _args(p, dtype)
+    if not grad:
+        return ops.expectation(*args)
+    if upstream is None:
+        upstream = np.ones([p["angles"].shape[0], 2])
+    return ops.expectation_adjoint_grad(*args, tf.constant(upstream, dtype))
+
+
+@pytest.mark.parametrize("grad", [False, True], ids=["forward", "adjoint"])
+def test_program_values_overflowing_float32_are_named(grad):
+    """Finite in float64, infinite once converted to float32: once NaN outputs."""
+    p = _valid_program()
+    p["gate_data"][0] = 1e300  # Rx's first eigenvalue
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"gate_data\[0\] = 1e\+300 overflows float32"):
+        _run(p, tf.float32, grad)
+    p = _valid_program()
+    p["pauli_coeffs"][0, 1] = -1e39
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"pauli_coeffs\[0, 1\] = -1e\+39 overflows float32"):
+        _run(p, tf.float32, grad)
+    p["angles"][:] = 0  # in float64 the same coefficient is fine: <Z1> + c <X0> = 1
+    np.testing.assert_allclose(_run(p, tf.float64).numpy()[:, 0], 1.0)
+
+
+def test_generator_overflowing_is_named():
+    """eig * projector entries overflow though each number is finite."""
+    p = _valid_program()
+    p["gate_data"][0] = 1e300
+    p["gate_data"][1:9] *= 1e10  # the first projector's entries
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"gate_meta\[0\]: the generator .* in gate_data\[0, 18\) overflows float64"):
+        _run(p, tf.float64)
+
+
+def test_angle_times_eigenvalue_overflowing_is_named():
+    p = _valid_program()
+    p["gate_data"][0] = 1e300
+    p["angles"][2, 0] = 1e10
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"angles\[2, 0\] = 1e\+10 times a generator eigenvalue of up to 1e\+300"):
+        _run(p, tf.float64)
+    p["angles"][2, 0] = 1.0  # 1e300 is a valid (if odd) eigenvalue
+    assert np.all(np.isfinite(_run(p, tf.float64).numpy()))
+
+
+@pytest.mark.parametrize("grad", [False, True], ids=["forward", "adjoint"])
+def test_results_overflowing_float32_are_named(grad):
+    p = _valid_program()
+    p["pauli_masks"][0] = [[0, 2], [0, 2]]  # Z1 twice: 3e38 <Z1> + 3e38 <Z1>
+    p["pauli_coeffs"][0] = [3e38, 3e38]
+    p["angles"][:] = 0.1
+    name = "d_angles" if grad else "expectations"
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=rf"{name}\[0, 0\] is -?(inf|nan): the computation overflows float32"):
+        _run(p, tf.float32, grad)
+    assert np.all(np.isfinite(_run(p, tf.float64, grad).numpy()))
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf_function"])
+def test_non_finite_upstream_is_named(value, graph):
+    p = _valid_program()
+    upstream = np.ones([3, 2])
+    upstream[2, 1] = value
+    with pytest.raises(tf.errors.InvalidArgumentError, match=rf"upstream\[2, 1\] is not finite \({value}\)"):
+        _call(p, tf.float64, graph, grad=True, upstream=tf.constant(upstream))
+
+
+# -------------------------------------------------- dtypes, in the wrappers
+
+
+@pytest.mark.parametrize("index", range(8))
+def test_captured_tensor_of_wrong_dtype_is_a_type_error(index):
+    """Inside a tf.function, TF's generated wrapper once failed with
+    `AssertionError: Unreachable` on a captured tensor of a wrong dtype."""
+    args = _args(_valid_program()) + [tf.ones([3, 2], tf.float64)]
+    name = (_ORDER + ["upstream"])[index]
+    args[index] = tf.cast(args[index], tf.float32 if args[index].dtype != tf.float32 else tf.int64)
+    with pytest.raises(TypeError, match=name):
+        tf.function(lambda: ops.expectation_adjoint_grad(*args))()
+
+
+def test_program_as_numpy_arrays_is_converted_when_lossless():
+    p = _valid_program()
+    expected = ops.expectation(*_args(p)).numpy()
+    arrays = [p[k] for k in _ORDER]
+    arrays[1] = arrays[1].astype(np.int64)  # fits in int32
+    arrays[3] = arrays[3].tolist()
+    np.testing.assert_allclose(ops.expectation(*arrays).numpy(), expected)
+    arrays[1] = arrays[1] + 2**40
+    with pytest.raises(ValueError, match="block_meta holds values outside the range of int32"):
+        ops.expectation(*arrays)
+
+
+@pytest.mark.parametrize("name,value,error", [
+    ("gate_data", lambda d: d.astype(complex), TypeError),  # once: imaginary parts dropped
+    ("block_meta", lambda b: b.astype(bool), TypeError),
+    ("block_meta", lambda b: b + 0.5, TypeError),
+    ("pauli_masks", lambda m: None, TypeError),
+    ("angles", lambda a: a.astype(str), TypeError),
+    ("angles", lambda a: np.full_like(a, 1e300), ValueError),  # to float32
+])
+def test_unconvertible_values_are_named(name, value, error):
+    p = _valid_program()
+    arrays = {k: p[k] for k in _ORDER}
+    arrays[name] = value(arrays[name])
+    if name == "angles":  # a float32 upstream fixes T
+        args = [tf.constant(arrays[k]) for k in _ORDER[:6]] + [arrays["angles"], tf.ones([3, 2])]
+        with pytest.raises(error, match=name):
+            ops.expectation_adjoint_grad(*args)
+        return
+    with pytest.raises(error, match=name):
+        ops.expectation(*[arrays[k] for k in _ORDER])
+
+
+def test_float_inputs_of_two_dtypes_are_a_type_error():
+    args = _args(_valid_program(), tf.float32)
+    with pytest.raises(TypeError, match="angles is float32, upstream is float64"):
+        ops.expectation_adjoint_grad(*args, tf.ones([3, 2], tf.float64))
+    with pytest.raises(TypeError, match="angles must be a float32 or float64 tensor, got int32"):
+        ops.expectation(*args[:6], tf.zeros([3, 1], tf.int32))
+
+
+def test_sanitized_library_is_chosen_by_environment(monkeypatch, tmp_path):
+    from qkeras_hybrid.ops import _loader
+
+    missing = str(tmp_path / "asan" / _loader.LIBRARY_NAME)
+    monkeypatch.setenv(_loader.LIBRARY_ENV, missing)
+    assert _loader.library_path() == missing
+    with pytest.raises(_loader.OpLibraryError, match=f"{_loader.LIBRARY_ENV} names {missing}"):
+        _loader._load()
 
 
 # ------------------------------------------------------------ compile time

@@ -20,9 +20,13 @@
 #ifndef QKERAS_HYBRID_SIMULATOR_PROGRAM_H_
 #define QKERAS_HYBRID_SIMULATOR_PROGRAM_H_
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace qkh {
@@ -88,6 +92,9 @@ struct Program {
     FP eig;
   };
   std::vector<Phase> phases;
+  // The largest |eig| of any phase: angles are checked against it so that
+  // angle * eig cannot overflow.
+  double max_abs_eig = 0;
   // Every exponential gate's matrix as a linear combination of the values
   // 1 (value 0), cos(-angle * eig_i) (value 1 + 2i) and sin(-angle * eig_i)
   // (value 2 + 2i) of its phases i: U[entry] = sum (re + i im) * value over
@@ -118,6 +125,24 @@ struct Program {
 };
 
 inline std::string Str(int64_t v) { return std::to_string(v); }
+// A value for an error message: short, and "inf" / "nan" as such.
+inline std::string Num(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.9g", v);
+  return buf;
+}
+template <typename FP>
+constexpr const char* FloatName() {
+  return std::is_same<FP, float>::value ? "float32" : "float64";
+}
+// What a finite float64 that is not finite in FP is called in messages.
+template <typename FP>
+std::string NotFiniteIn(double v) {
+  return std::isfinite(v) ? " = " + Num(v) + " overflows " + FloatName<FP>()
+                          : " is not finite (" + Num(v) + ")";
+}
+// Counts are kept in int by the simulator.
+constexpr int64_t kMaxCount = std::numeric_limits<int32_t>::max();
 
 // Decodes and validates the flat program. Returns an empty string on success,
 // else a message naming the tensor, the index and the bad value.
@@ -132,13 +157,28 @@ std::string DecodeProgram(int64_t num_qubits, const int32_t* block_meta,
   if (num_qubits < 1 || num_qubits > kMaxQubits)
     return "num_qubits must be in [1, " + Str(kMaxQubits) + "], got " +
            Str(num_qubits);
+  // Tensors with a zero dimension can have any other dimension: bound them
+  // all before a count is narrowed to int or a loop runs over it.
+  const struct {
+    const char* what;
+    int64_t count;
+  } counts[] = {{"blocks (block_meta rows)", num_blocks},
+                {"gates (gate_meta rows)", num_gates},
+                {"observables (pauli_masks dimension 0)", num_observables},
+                {"terms per observable (pauli_masks dimension 1)", terms_per_observable},
+                {"angles (angles dimension 1)", num_angles}};
+  for (const auto& count : counts)
+    if (count.count > kMaxCount)
+      return std::string("too many ") + count.what + ": " + Str(count.count) +
+             ", at most " + Str(kMaxCount);
   p->num_qubits = static_cast<int>(num_qubits);
   p->num_angles = static_cast<int>(num_angles);
+  p->data.resize(data_size);
   for (int64_t i = 0; i < data_size; ++i) {
-    if (!std::isfinite(gate_data[i]))
-      return "gate_data[" + Str(i) + "] is not finite";
+    p->data[i] = static_cast<FP>(gate_data[i]);
+    if (!std::isfinite(p->data[i]))
+      return "gate_data[" + Str(i) + "]" + NotFiniteIn<FP>(gate_data[i]);
   }
-  p->data.assign(gate_data, gate_data + data_size);
 
   p->gates.resize(num_gates);
   std::vector<int> owner(num_gates, -1);
@@ -254,6 +294,7 @@ std::string DecodeProgram(int64_t num_qubits, const int32_t* block_meta,
         if (eig != 0 && phase < 0) {
           phase = static_cast<int>(p->phases.size());
           p->phases.push_back({gate.angle_slot, std::fabs(eig)});
+          p->max_abs_eig = std::max(p->max_abs_eig, static_cast<double>(std::fabs(eig)));
         }
         const double sign = eig < 0 ? -1.0 : 1.0;
         for (int e = 0; e < n; ++e) {
@@ -267,6 +308,16 @@ std::string DecodeProgram(int64_t num_qubits, const int32_t* block_meta,
           }
         }
       }
+      // Entries of H = sum eig_t P_t and of U's expansion may overflow FP
+      // (or even float64) though every number in gate_data is finite.
+      bool finite = true;
+      for (const Complex<FP>& e : h) finite &= std::isfinite(e.re) && std::isfinite(e.im);
+      for (const Sum& c : sums)
+        finite &= std::isfinite(static_cast<FP>(c.re)) && std::isfinite(static_cast<FP>(c.im));
+      if (!finite)
+        return where + ": the generator sum_t eig_t P_t in gate_data[" +
+               Str(gate.data_offset) + ", " + Str(gate.data_offset + needed) +
+               ") overflows " + FloatName<FP>();
       for (const Sum& c : sums)
         if (static_cast<FP>(c.re) != 0 || static_cast<FP>(c.im) != 0)
           p->contributions.push_back(
@@ -286,8 +337,8 @@ std::string DecodeProgram(int64_t num_qubits, const int32_t* block_meta,
       const std::string where =
           "pauli_masks[" + Str(o) + ", " + Str(t) + "]";
       const double c = pauli_coeffs[i];
-      if (!std::isfinite(c))
-        return "pauli_coeffs[" + Str(o) + ", " + Str(t) + "] is not finite";
+      if (!std::isfinite(static_cast<FP>(c)))
+        return "pauli_coeffs[" + Str(o) + ", " + Str(t) + "]" + NotFiniteIn<FP>(c);
       const int64_t xm = pauli_masks[2 * i], zm = pauli_masks[2 * i + 1];
       if (xm < 0 || zm < 0 || (static_cast<uint64_t>(xm) & ~full) ||
           (static_cast<uint64_t>(zm) & ~full))

@@ -7,6 +7,8 @@
 #include <chrono>
 #include <memory>
 #include <cmath>
+#include <initializer_list>
+#include <limits>
 #include <new>
 #include <string>
 #include <thread>
@@ -50,6 +52,69 @@ static double PhysicalMemoryBytes() {
   const long pages = sysconf(_SC_PHYS_PAGES);
   const long page = sysconf(_SC_PAGE_SIZE);
   return pages > 0 && page > 0 ? static_cast<double>(pages) * page : 8e9;
+}
+
+// "[a,b,c]" like TensorShape::DebugString, for shapes that may not be valid
+// TensorShapes: their constructor CHECK-fails (aborts the process) when the
+// number of elements overflows int64, e.g. [batch, 2, 2**62].
+static std::string ShapeString(std::initializer_list<int64_t> dims) {
+  std::string s = "[";
+  for (int64_t d : dims) s += (s.size() > 1 ? "," : "") + std::to_string(d);
+  return s + "]";
+}
+
+// The index of the first non-finite value of v[0..n), or -1.
+template <typename T>
+static int64_t FirstNonFinite(const T* v, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(static_cast<double>(v[i]))) return i;
+  return -1;
+}
+
+// "[i, j]" of flat index i of a [rows, cols] matrix.
+static std::string Index2(int64_t i, int64_t cols) {
+  return "[" + std::to_string(i / cols) + ", " + std::to_string(i % cols) + "]";
+}
+
+// Allocates an output of the given shape, or fails cleanly when the shape
+// overflows or would not fit in memory (rather than in TF's allocator).
+template <typename T>
+static Tensor* AllocateOutput(OpKernelContext* c, int index, const char* name,
+                              std::initializer_list<int64_t> dims) {
+  TensorShape shape;
+  const auto status = TensorShape::BuildTensorShape(dims, &shape);
+  if (!status.ok()) {
+    c->CtxFailure(__FILE__, __LINE__, errors::InvalidArgument(
+        name, " would have shape ", ShapeString(dims), ": ", status.message()));
+    return nullptr;
+  }
+  if (static_cast<double>(shape.num_elements()) * sizeof(T) > 0.8 * PhysicalMemoryBytes()) {
+    c->CtxFailure(__FILE__, __LINE__, errors::ResourceExhausted(
+        name, " of shape ", ShapeString(dims), " needs more than this machine's memory"));
+    return nullptr;
+  }
+  Tensor* out = nullptr;
+  const auto allocated = c->allocate_output(index, shape, &out);
+  if (!allocated.ok()) {
+    c->CtxFailure(__FILE__, __LINE__, allocated);
+    return nullptr;
+  }
+  return out;
+}
+
+// Fails on a result that overflowed T although every input was finite;
+// index(i) formats flat index i of the output for the message.
+template <typename T, typename IndexFn>
+static bool CheckResultFinite(OpKernelContext* c, const Tensor& t, const char* name,
+                              IndexFn index) {
+  const int64_t i = FirstNonFinite(t.flat<T>().data(), t.NumElements());
+  if (i < 0) return true;
+  c->CtxFailure(__FILE__, __LINE__, errors::InvalidArgument(
+      name, index(i), " is ", Num(static_cast<double>(t.flat<T>()(i))),
+      ": the computation overflows ", FloatName<T>(), "; the inputs (pauli_coeffs, "
+      "generator eigenvalues in gate_data, initial_state, upstream) are too large for "
+      "this precision"));
+  return false;
 }
 
 // Runs fn(0..n-1): n-1 tasks on the pool and one on the calling thread,
@@ -140,7 +205,7 @@ class ExpectationOpBase : public OpKernel {
     if (coeffs.dims() != 2 || coeffs.dim_size(0) != masks.dim_size(0) ||
         coeffs.dim_size(1) != masks.dim_size(1))
       return fail("pauli_coeffs must have shape " +
-                  TensorShape({masks.dim_size(0), masks.dim_size(1)}).DebugString() +
+                  ShapeString({masks.dim_size(0), masks.dim_size(1)}) +
                   " to match pauli_masks, got " + coeffs.shape().DebugString());
     if (angles.dims() != 2)
       return fail("angles must have shape [batch, num_angles], got " + angles.shape().DebugString());
@@ -164,12 +229,19 @@ class ExpectationOpBase : public OpKernel {
       ::tensorflow::mutex_lock lock(mu_);
       cached_.Store(c, num_angles, program);
     }
+    // The simulator's phases are -angle * eig in double: bounding |angle|
+    // keeps them finite (only float64 angles can come close).
+    const double limit =
+        std::numeric_limits<double>::max() / std::max(1.0, program->max_abs_eig);
     const T* a = angles.flat<T>().data();
     for (int64_t i = 0; i < angles.NumElements(); ++i)
-      if (!std::isfinite(static_cast<double>(a[i])))
-        return fail("angles[" + std::to_string(i / angles.dim_size(1)) + ", " +
-                    std::to_string(i % angles.dim_size(1)) + "] is not finite (" +
-                    std::to_string(static_cast<double>(a[i])) + ")");
+      if (!(std::fabs(static_cast<double>(a[i])) <= limit)) {
+        const double v = static_cast<double>(a[i]);
+        const std::string where = "angles" + Index2(i, angles.dim_size(1));
+        if (!std::isfinite(v)) return fail(where + " is not finite (" + Num(v) + ")");
+        return fail(where + " = " + Num(v) + " times a generator eigenvalue of up to " +
+                    Num(program->max_abs_eig) + " (gate_data) overflows float64");
+      }
     return program;
   }
 
@@ -222,7 +294,7 @@ class ExpectationOpBase : public OpKernel {
     constexpr int W = Sim::kLanes;
     auto* pool = c->device()->tensorflow_cpu_worker_threads()->workers;
     const int threads = std::max(1, pool->NumThreads());
-    const int64_t units = (batch + W - 1) / W;  // groups of W samples
+    const int64_t units = batch / W + (batch % W != 0);  // groups of W samples
     const bool intra = program.num_qubits >= kIntraStateQubits && units < 2 * threads;
     const double per_sim = Sim::BytesPerInstance(program.num_qubits);
     const double sims = intra ? 1 : std::min<double>(threads, units);
@@ -298,19 +370,18 @@ static bool ValidateInitialState(OpKernelContext* c, const Program<T>& program,
       state.dim_size(2) != size) {
     c->CtxFailure(__FILE__, __LINE__, errors::InvalidArgument(
         "initial_state must have shape [batch, 2, 2**num_qubits] = " +
-        TensorShape({batch, 2, size}).DebugString() + ", got " +
-        state.shape().DebugString()));
+        ShapeString({batch, 2, size}) + ", got " + state.shape().DebugString()));
     return false;
   }
-  const T* v = state.flat<T>().data();
-  for (int64_t i = 0; i < state.NumElements(); ++i)
-    if (!std::isfinite(static_cast<double>(v[i]))) {
-      c->CtxFailure(__FILE__, __LINE__, errors::InvalidArgument(
-          "initial_state[" + std::to_string(i / (2 * size)) + ", " +
-          std::to_string(i / size % 2) + ", " + std::to_string(i % size) +
-          "] is not finite (" + std::to_string(static_cast<double>(v[i])) + ")"));
-      return false;
-    }
+  // With elements, 2 * size fits in int64 (the tensor exists).
+  const int64_t i = FirstNonFinite(state.flat<T>().data(), state.NumElements());
+  if (i >= 0) {
+    c->CtxFailure(__FILE__, __LINE__, errors::InvalidArgument(
+        "initial_state[" + std::to_string(i / (2 * size)) + ", " +
+        std::to_string(i / size % 2) + ", " + std::to_string(i % size) +
+        "] is not finite (" + Num(static_cast<double>(state.flat<T>()(i))) + ")"));
+    return false;
+  }
   return true;
 }
 
@@ -329,16 +400,14 @@ class ExpectationOp : public ExpectationOpBase<T> {
     const Tensor& angles = c->input(kAngles);
     const int64_t batch = angles.dim_size(0);
     const int64_t num_angles = angles.dim_size(1);
-    const T* psi = nullptr;
-    int64_t state_stride = 0;
-    if (kFromState) {
-      if (!ValidateInitialState(c, program, c->input(6), batch)) return;
-      psi = c->input(6).flat<T>().data();
-      state_stride = 2 * c->input(6).dim_size(2);
-    }
+    if (kFromState && !ValidateInitialState(c, program, c->input(6), batch)) return;
     const int num_obs = program.num_observables;
-    Tensor* out = nullptr;
-    OP_REQUIRES_OK(c, c->allocate_output(0, TensorShape({batch, num_obs}), &out));
+    Tensor* out = AllocateOutput<T>(c, 0, "expectations", {batch, num_obs});
+    // Nothing to compute: also spares a batch of empty rows (angles of shape
+    // [2**40, 0] are a valid tensor) a simulation per row.
+    if (out == nullptr || out->NumElements() == 0) return;
+    const T* psi = kFromState ? c->input(6).flat<T>().data() : nullptr;
+    const int64_t state_stride = kFromState ? 2 * c->input(6).dim_size(2) : 0;
     const T* a = angles.flat<T>().data();
     T* e = out->flat<T>().data();
     this->ForEachSample(c, program, batch,
@@ -348,6 +417,9 @@ class ExpectationOp : public ExpectationOpBase<T> {
                                             e + b * num_obs, chunks, parallel,
                                             psi == nullptr ? nullptr : psi + b * state_stride);
                         });
+    if (!c->status().ok()) return;
+    CheckResultFinite<T>(c, *out, "expectations",
+                         [num_obs](int64_t i) { return Index2(i, num_obs); });
   }
 };
 
@@ -372,23 +444,32 @@ class ExpectationAdjointGradOp : public ExpectationOpBase<T> {
     OP_REQUIRES(c, upstream.dims() == 2 && upstream.dim_size(0) == batch &&
                        upstream.dim_size(1) == num_obs,
                 errors::InvalidArgument(
-                    "upstream must have shape ",
-                    TensorShape({batch, num_obs}).DebugString(), ", got ",
+                    "upstream must have shape ", ShapeString({batch, num_obs}),
+                    " (batch, num_observables), got ",
                     upstream.shape().DebugString()));
+    const int64_t bad = FirstNonFinite(upstream.flat<T>().data(), upstream.NumElements());
+    OP_REQUIRES(c, bad < 0,
+                errors::InvalidArgument(
+                    "upstream", Index2(bad, num_obs), " is not finite (",
+                    Num(static_cast<double>(upstream.flat<T>()(bad < 0 ? 0 : bad))), ")"));
     const T* psi = nullptr;
     T* d_psi = nullptr;
     int64_t state_stride = 0;
+    Tensor* d_state = nullptr;
     if (kFromState) {
       const Tensor& state = c->input(6);
       if (!ValidateInitialState(c, program, state, batch)) return;
-      Tensor* d_state = nullptr;
       OP_REQUIRES_OK(c, c->allocate_output(0, state.shape(), &d_state));
-      psi = state.flat<T>().data();
-      d_psi = d_state->flat<T>().data();
-      state_stride = 2 * state.dim_size(2);
     }
     Tensor* out = nullptr;
     OP_REQUIRES_OK(c, c->allocate_output(kFromState ? 1 : 0, angles.shape(), &out));
+    if (out->NumElements() == 0 && (d_state == nullptr || d_state->NumElements() == 0))
+      return;  // nothing to compute (see ExpectationOp)
+    if (kFromState) {
+      psi = c->input(6).flat<T>().data();
+      d_psi = d_state->flat<T>().data();
+      state_stride = 2 * c->input(6).dim_size(2);
+    }
     const T* a = angles.flat<T>().data();
     const T* u = upstream.flat<T>().data();
     T* d = out->flat<T>().data();
@@ -404,6 +485,17 @@ class ExpectationAdjointGradOp : public ExpectationOpBase<T> {
                           for (int64_t i = 0; i < lanes * num_angles; ++i)
                             d[b * num_angles + i] = static_cast<T>(grad[i]);
                         });
+    if (!c->status().ok()) return;
+    if (!CheckResultFinite<T>(c, *out, "d_angles",
+                              [num_angles](int64_t i) { return Index2(i, num_angles); }))
+      return;
+    if (d_state != nullptr) {
+      const int64_t size = d_state->dim_size(2);
+      CheckResultFinite<T>(c, *d_state, "d_initial_state", [size](int64_t i) {
+        return "[" + std::to_string(i / (2 * size)) + ", " + std::to_string(i / size % 2) +
+               ", " + std::to_string(i % size) + "]";
+      });
+    }
   }
 };
 

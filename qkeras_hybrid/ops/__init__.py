@@ -1,5 +1,13 @@
-"""The native simulator op: thin wrappers and its registered gradient."""
+"""The native simulator op: thin wrappers and its registered gradient.
 
+The wrappers check the dtypes of their inputs before TF builds the op, so a
+wrong dtype is a TypeError naming the input (inside a `tf.function`, TF's
+generated code would otherwise fail with `AssertionError: Unreachable` on a
+captured tensor of the wrong dtype). Values, shapes and the program's
+consistency are checked by the kernels (custom_ops/tf/kernels.cc).
+"""
+
+import numpy as np
 import tensorflow as tf
 
 from qkeras_hybrid.ops._loader import OpLibraryError, library_path, load
@@ -19,9 +27,91 @@ EXPECTATION_OP = "QkerasHybrid>Expectation"
 GRAD_OP = "QkerasHybrid>ExpectationAdjointGrad"
 FROM_STATE_OP = "QkerasHybrid>ExpectationFromState"
 
+# The program inputs in op order, with the dtype each op input has.
+_PROGRAM_DTYPES = (
+    ("num_qubits", tf.int32),
+    ("block_meta", tf.int32),
+    ("gate_meta", tf.int32),
+    ("gate_data", tf.float64),
+    ("pauli_masks", tf.int64),
+    ("pauli_coeffs", tf.float64),
+)
+_FLOAT_DTYPES = (tf.float32, tf.float64)
+
+
+def _program(*values):
+    """The six program inputs as tensors of the op's dtypes.
+
+    Tensors must already have them; numpy arrays and Python values are
+    converted when that loses nothing (integers that fit, real numbers).
+    """
+    out = []
+    for (name, dtype), value in zip(_PROGRAM_DTYPES, values):
+        if tf.is_tensor(value):
+            if tf.as_dtype(value.dtype) != dtype:
+                raise TypeError(
+                    f"{name} must be a tensor of dtype {dtype.name} (as CompiledCircuit.program_inputs "
+                    f"holds it), got {tf.as_dtype(value.dtype).name}")
+            out.append(value)
+            continue
+        array = _numeric_array(name, value, dtype)
+        if dtype.is_integer and array.size and array.dtype.kind == "f":
+            if not np.all(np.isfinite(array) & (array == np.round(array))):
+                raise TypeError(f"{name} must hold integers ({dtype.name}), got {array.dtype} values")
+        if dtype.is_integer and array.size:
+            info = np.iinfo(dtype.as_numpy_dtype)
+            if array.min() < info.min or array.max() > info.max:
+                raise ValueError(f"{name} holds values outside the range of {dtype.name} "
+                                 f"([{array.min()}, {array.max()}])")
+        out.append(tf.constant(array.astype(dtype.as_numpy_dtype)))
+    return out
+
+
+def _numeric_array(name, value, dtype):
+    try:
+        array = np.asarray(value)
+    except ValueError as e:  # ragged nested lists
+        raise ValueError(f"{name} must be a rectangular array: {e}") from None
+    if array.dtype.kind not in "iuf":  # bool, complex, strings, objects
+        raise TypeError(f"{name} must hold real numbers ({dtype.name}), got {array.dtype}")
+    return array
+
+
+def _floats(**named):
+    """initial_state / angles / upstream as tensors of one dtype T, float32 or
+    float64: that of the first tensor given, else of the first float32 or
+    float64 array, else float32 (TF's default for Python numbers)."""
+    dtype = next((tf.as_dtype(v.dtype) for v in named.values() if tf.is_tensor(v)), None)
+    if dtype is None:
+        dtype = next((tf.as_dtype(np.asarray(v).dtype) for v in named.values()
+                      if isinstance(v, np.ndarray) and v.dtype in (np.float32, np.float64)), tf.float32)
+    out = []
+    for name, value in named.items():
+        if tf.is_tensor(value):
+            got = tf.as_dtype(value.dtype)
+            if got not in _FLOAT_DTYPES:
+                raise TypeError(f"{name} must be a float32 or float64 tensor, got {got.name}")
+            if got != dtype:
+                first = next(iter(named))
+                raise TypeError(f"{', '.join(named)} must all have one dtype (float32 or float64): "
+                                f"{first} is {dtype.name}, {name} is {got.name}")
+            out.append(value)
+            continue
+        array = _numeric_array(name, value, dtype)
+        converted = array.astype(dtype.as_numpy_dtype)
+        overflow = np.isfinite(array) & ~np.isfinite(converted)
+        if np.any(overflow):
+            index = tuple(int(i) for i in np.argwhere(overflow)[0])
+            raise ValueError(f"{name}{list(index)} = {array[index]} overflows {dtype.name}")
+        out.append(tf.constant(converted))
+    return out
+
 
 def expectation(num_qubits, block_meta, gate_meta, gate_data, pauli_masks, pauli_coeffs, angles):
     """Raw op: expectation values [B, O] of a compiled program at `angles` [B, A]."""
+    num_qubits, block_meta, gate_meta, gate_data, pauli_masks, pauli_coeffs = _program(
+        num_qubits, block_meta, gate_meta, gate_data, pauli_masks, pauli_coeffs)
+    (angles,) = _floats(angles=angles)
     return load().qkeras_hybrid_expectation(
         num_qubits=num_qubits,
         block_meta=block_meta,
@@ -37,6 +127,9 @@ def expectation_adjoint_grad(
     num_qubits, block_meta, gate_meta, gate_data, pauli_masks, pauli_coeffs, angles, upstream
 ):
     """Raw op: sum_o upstream[b, o] d<O_o>/d angles[b, a] by the adjoint method."""
+    num_qubits, block_meta, gate_meta, gate_data, pauli_masks, pauli_coeffs = _program(
+        num_qubits, block_meta, gate_meta, gate_data, pauli_masks, pauli_coeffs)
+    angles, upstream = _floats(angles=angles, upstream=upstream)
     return load().qkeras_hybrid_expectation_adjoint_grad(
         num_qubits=num_qubits,
         block_meta=block_meta,
@@ -66,6 +159,9 @@ def expectation_from_state(
     are used as given, not renormalized. Differentiable with respect to the
     initial state and the angles.
     """
+    num_qubits, block_meta, gate_meta, gate_data, pauli_masks, pauli_coeffs = _program(
+        num_qubits, block_meta, gate_meta, gate_data, pauli_masks, pauli_coeffs)
+    initial_state, angles = _floats(initial_state=initial_state, angles=angles)
     return load().qkeras_hybrid_expectation_from_state(
         num_qubits=num_qubits,
         block_meta=block_meta,
@@ -82,6 +178,10 @@ def expectation_from_state_adjoint_grad(
     num_qubits, block_meta, gate_meta, gate_data, pauli_masks, pauli_coeffs, initial_state, angles, upstream
 ):
     """Raw op: (d_initial_state, d_angles), the adjoint VJP of `expectation_from_state`."""
+    num_qubits, block_meta, gate_meta, gate_data, pauli_masks, pauli_coeffs = _program(
+        num_qubits, block_meta, gate_meta, gate_data, pauli_masks, pauli_coeffs)
+    initial_state, angles, upstream = _floats(
+        initial_state=initial_state, angles=angles, upstream=upstream)
     return load().qkeras_hybrid_expectation_from_state_adjoint_grad(
         num_qubits=num_qubits,
         block_meta=block_meta,

@@ -8,6 +8,9 @@ import tensorflow as tf
 
 LIBRARY_NAME = "_qkeras_hybrid_ops.so"
 BUILD_INFO_NAME = "_build_info.json"
+# Loads another build of the op instead of the installed one (`make sanitize`
+# points it at an AddressSanitizer build).
+LIBRARY_ENV = "QKERAS_HYBRID_OP_LIBRARY"
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _REBUILD = (
     "Rebuild it against the TensorFlow you run: from the qkeras_hybrid source "
@@ -23,7 +26,7 @@ class OpLibraryError(ImportError):
 
 
 def library_path():
-    return os.path.join(_HERE, LIBRARY_NAME)
+    return os.environ.get(LIBRARY_ENV) or os.path.join(_HERE, LIBRARY_NAME)
 
 
 def load():
@@ -39,12 +42,14 @@ def load():
 
 def _load():
     path = library_path()
+    if os.environ.get(LIBRARY_ENV) and not os.path.exists(path):
+        raise OpLibraryError(f"{LIBRARY_ENV} names {path}, which does not exist.")
     if not os.path.exists(path):
         raise OpLibraryError(
             f"qkeras_hybrid's compiled simulator op is missing ({path}). "
             "The package was installed without building its C++ op. " + _REBUILD
         )
-    info_path = os.path.join(_HERE, BUILD_INFO_NAME)
+    info_path = os.path.join(os.path.dirname(path), BUILD_INFO_NAME)
     if os.path.exists(info_path):
         with open(info_path) as f:
             built_for = json.load(f).get("tensorflow")
