@@ -314,3 +314,69 @@ def test_missing_tfq_at_load_time_gives_clear_errors(tmp_path):
     assert "raw: RuntimeError Op type not registered 'Tfq" in out
     assert "wrapped: The SavedModel" in out and "pip install tensorflow-quantum" in out
     assert "keras:" in out and "needs TensorFlow Quantum" in out
+
+
+# ------------------------------------------- validation before TFQ runs (issue 12, item 3)
+
+
+def test_too_many_qubits_refused_before_tfq_sees_them():
+    """TFQ does not check its allocations and crashes the process (35 qubits: a segfault). Run in a
+    child process, so that a regression fails this test instead of killing the test run."""
+    out = run_fresh_python(
+        """
+        import cirq, sympy
+        import qkeras_hybrid
+        from qkeras_hybrid.layers import QuantumDataLayer, QuantumLayer
+        x = sympy.Symbol("x")
+        qubits = cirq.LineQubit.range(35)
+        try:
+            QuantumLayer(cirq.Circuit(cirq.rx(x)(q) for q in qubits), cirq.Z(qubits[0]), input_symbols=[x],
+                         backend="tfq")
+        except ValueError as e:
+            print("layer |", e)
+        layer = QuantumDataLayer(cirq.Circuit(cirq.rx(x)(qubits[0])), cirq.Z(qubits[0]), backend="tfq")
+        try:  # data circuits on 35 qubits: TFQ would simulate them with the layer's
+            layer([cirq.Circuit(cirq.H.on_each(*qubits))])
+        except ValueError as e:
+            print("data |", e)
+        """
+    )
+    lines = dict(line.split(" | ", 1) for line in out.strip().splitlines())
+    assert "a circuit on 35 qubits needs about 1,024 GiB of state vectors on backend='tfq'" in lines["layer"]
+    assert "at most" in lines["layer"] and "qubits fit" in lines["layer"]
+    assert "35 qubits" in lines["data"] and "backend='tfq'" in lines["data"]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_inputs_and_weights_raise_before_tfq(bad):
+    layer = QuantumLayer(two_qubit_circuit(), OBSERVABLES, input_symbols=[X0, X1], backend="tfq")
+    x = np.zeros((2, 2), "float32")
+    x[1, 0] = bad
+    for fn in (layer, tf.function(layer)):
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=rf"{layer.name}: inputs\[1, 0\] \(input symbol x0\) is not finite \({bad}\)"):
+            fn(tf.constant(x))
+    layer.quantum_weights.assign([0.1, bad, 0.3])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"weight w1 \(quantum_weights\[1\]\) is not finite"):
+        layer(tf.zeros((2, 2)))
+
+
+def test_non_finite_expression_values_are_named():
+    """Finite symbols whose expression overflows float32 (x * y): TFQ would return NaN silently."""
+    x, y = sympy.symbols("x y")
+    q = QUBITS[0]
+    layer = QuantumLayer(cirq.Circuit(cirq.rx(x * y)(q)), cirq.Z(q), input_symbols=[x, y], backend="tfq")
+    big = tf.constant([[0.5, 2.0], [1e30, 1e30]])
+    for fn in (layer, tf.function(layer)):
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=r"backend=tfq: the value of symbol <x\*y/pi> in row 1 is not finite \(inf\)"):
+            fn(big)
+    np.testing.assert_allclose(layer(big[:1]), [[np.cos(1.0)]], atol=1e-6)
+
+
+def test_observable_outside_the_register_is_refused_at_construction():
+    with pytest.raises(ValueError, match="acts on qubit q\\(5\\), which is not one of the circuit's qubits"):
+        QuantumLayer(two_qubit_circuit(), cirq.Z(cirq.LineQubit(5)), input_symbols=[X0, X1], backend="tfq")
+    with pytest.raises(ValueError, match=r"Circuit symbols \['w2'\] are not given values"):
+        QuantumLayer(two_qubit_circuit(), OBSERVABLES, input_symbols=[X0, X1], weight_symbols=["w0", "w1"],
+                     backend="tfq")

@@ -40,7 +40,8 @@ def max_qubits(backend, memory_bytes=None):
 
 
 def _gib(num_bytes):
-    return f"{num_bytes / 2**30:,.3g} GiB"
+    gib = num_bytes / 2**30
+    return f"{gib:,.0f} GiB" if gib >= 100 else f"{gib:.1f} GiB"
 
 
 def check_num_qubits(num_qubits, backend, what):
