@@ -7,7 +7,7 @@ OP := qkeras_hybrid/ops/_qkeras_hybrid_ops.so
 OP_SOURCES := $(wildcard custom_ops/tf/*.cc custom_ops/simulator/*.h) setup.py
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: build test demo bench clean
+.PHONY: build test demo bench bench-peers clean
 
 $(DEPS): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,20 @@ bench: build
 	$(PY) benchmarks/hqcnn_bench.py
 	$(PY) benchmarks/qiskit_layer_bench.py
 	$(PY) benchmarks/qconv_bench.py
+
+# The peer benchmark (JAX, tensorcircuit-ng, PennyLane) in its own pinned
+# environment; ours and TFQ run in .venv. Not part of `make test`.
+PEERS_VENV := .venv-peers
+PEERS_DEPS := $(PEERS_VENV)/.deps-installed
+
+$(PEERS_DEPS): benchmarks/requirements-peers.txt
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PEERS_VENV)/bin/python -m pip install --quiet -r benchmarks/requirements-peers.txt
+	touch $@
+
+bench-peers: build $(PEERS_DEPS)
+	$(PY) benchmarks/peers_bench.py $(PEERS_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info $(OP) qkeras_hybrid/ops/_build_info.json
