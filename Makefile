@@ -4,10 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEPS := $(VENV)/.deps-installed
 OP := qkeras_hybrid/ops/_qkeras_hybrid_ops.so
-OP_SOURCES := $(wildcard custom_ops/tf/*.cc custom_ops/simulator/*.h) setup.py
+OP_SOURCES := $(wildcard custom_ops/tf/*.cc custom_ops/simulator/*.h) custom_ops/build_op.py setup.py
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: build test demo bench bench-peers clean
+.PHONY: build test demo bench bench-peers clean fuzz sanitize
 
 $(DEPS): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,30 @@ $(PEERS_DEPS): benchmarks/requirements-peers.txt
 
 bench-peers: build $(PEERS_DEPS)
 	$(PY) benchmarks/peers_bench.py $(PEERS_ARGS)
+
+# The raw-op fuzzer (tests/fuzz_ops.py) for SECONDS seconds; crashes are
+# saved under FUZZ_REPROS. `make test` runs about two minutes of it.
+SECONDS ?= 600
+FUZZ_REPROS ?= fuzz_repros
+fuzz: build
+	$(PY) tests/fuzz_ops.py --seconds $(SECONDS) --repro-dir $(FUZZ_REPROS) $(if $(SEED),--seed $(SEED))
+
+# The op built with AddressSanitizer + UBSan in its own directory (the
+# installed op is untouched), then the op tests and a fuzz run against it.
+# Python is not instrumented: the ASan runtime is preloaded; leak checking
+# would report the interpreter's own allocations.
+SANITIZED_OP := build/sanitize/_qkeras_hybrid_ops.so
+SANITIZE_FUZZ_SECONDS ?= 100
+SANITIZE_ENV = QKERAS_HYBRID_OP_LIBRARY=$(abspath $(SANITIZED_OP)) \
+	LD_PRELOAD="$$($(CXX) -print-file-name=libasan.so) $$($(CXX) -print-file-name=libubsan.so)" \
+	ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1:alloc_dealloc_mismatch=0:new_delete_type_mismatch=0 \
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+$(SANITIZED_OP): $(DEPS) $(OP_SOURCES)
+	CXX=$(CXX) $(PY) custom_ops/build_op.py --sanitize --out $@
+
+sanitize: $(SANITIZED_OP)
+	$(SANITIZE_ENV) $(PY) -m pytest -n 2 -q -p no:cacheprovider tests/test_op_safety.py tests/test_from_state.py tests/test_gradients.py
+	$(SANITIZE_ENV) $(PY) tests/fuzz_ops.py --seconds $(SANITIZE_FUZZ_SECONDS) --seed 0 --repro-dir $(FUZZ_REPROS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info $(OP) qkeras_hybrid/ops/_build_info.json

@@ -2,21 +2,18 @@
 
 The op must be compiled with the same compiler flags and ABI as the
 TensorFlow it is loaded into, which only `tf.sysconfig` knows; so the
-extension is compiled here with TF's own flags rather than by setuptools'
-default compiler settings.
+extension is compiled by custom_ops/build_op.py with TF's own flags rather
+than by setuptools' default compiler settings.
 """
 
-import json
 import os
-import shlex
-import subprocess
 import sys
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-SOURCES = ["custom_ops/tf/ops.cc", "custom_ops/tf/kernels.cc"]
-HEADERS = ["custom_ops/simulator/program.h", "custom_ops/simulator/simulator.h"]
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "custom_ops"))
+from build_op import HEADERS, SOURCES, compile_op  # noqa: E402
 
 
 class BuildTfOp(build_ext):
@@ -27,26 +24,7 @@ class BuildTfOp(build_ext):
         return super().get_ext_filename(fullname)
 
     def build_extension(self, ext):
-        import tensorflow as tf
-
-        out = self.get_ext_fullpath(ext.name)
-        os.makedirs(os.path.dirname(out), exist_ok=True)
-        arch = shlex.split(os.environ.get("QKERAS_HYBRID_ARCH_FLAGS", "-march=native"))
-        cmd = (
-            [os.environ.get("CXX", "g++"), "-shared", "-fPIC", "-O3", "-std=c++17", "-Wall"]
-            # Lets the kernels vectorize their sums (reassociation); unlike
-            # -ffast-math it keeps NaN/inf semantics, which validation needs.
-            + ["-fassociative-math", "-fno-signed-zeros", "-fno-trapping-math"]
-            + arch
-            + tf.sysconfig.get_compile_flags()
-            + ext.sources
-            + ["-o", out]
-            + tf.sysconfig.get_link_flags()
-        )
-        print(" ".join(cmd), file=sys.stderr)
-        subprocess.check_call(cmd)
-        with open(os.path.join(os.path.dirname(out), "_build_info.json"), "w") as f:
-            json.dump({"tensorflow": tf.__version__, "compiler_flags": cmd[1:11] + arch}, f)
+        compile_op(ext.sources, self.get_ext_fullpath(ext.name))
 
 
 setup(

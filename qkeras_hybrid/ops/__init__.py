@@ -98,7 +98,8 @@ def _floats(**named):
             out.append(value)
             continue
         array = _numeric_array(name, value, dtype)
-        converted = array.astype(dtype.as_numpy_dtype)
+        with np.errstate(over="ignore"):
+            converted = array.astype(dtype.as_numpy_dtype)
         overflow = np.isfinite(array) & ~np.isfinite(converted)
         if np.any(overflow):
             index = tuple(int(i) for i in np.argwhere(overflow)[0])
