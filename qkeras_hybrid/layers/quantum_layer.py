@@ -176,8 +176,8 @@ class QuantumLayer(keras.layers.Layer):
 
     def _expectation(self, symbol_values, programs=None):
         """The executor's expectations at the simulation dtype, returned in the compute dtype."""
-        outputs = self.executor.expectation(symbol_values, dtype=self.input_dtype, programs=programs)
-        return outputs if outputs.dtype == self.compute_dtype else tf.cast(outputs, self.compute_dtype)
+        outputs = self.executor.expectation(symbol_values, dtype=symbol_values.dtype, programs=programs)
+        return outputs if outputs.dtype.name == self.compute_dtype else tf.cast(outputs, self.compute_dtype)
 
     def _symbol_values(self, inputs, batch=None):
         """[batch, S]: the input columns, then the weights tiled over the batch, checked.
@@ -188,16 +188,17 @@ class QuantumLayer(keras.layers.Layer):
         if self.input_symbols:
             _checks.check_real_dtype(self, inputs)
             inputs = _checks.check_features(self, inputs, self.input_symbols)
-            batch = tf.shape(inputs)[0]
-        elif batch is None:
-            if inputs.shape.rank == 0:
-                raise ValueError(f"{self.name} has no input_symbols and takes inputs only for their batch size, "
-                                 "so it needs inputs with a batch dimension; got a scalar")
-            batch = tf.shape(inputs)[0]
+        elif batch is None and inputs.shape.rank == 0:
+            raise ValueError(f"{self.name} has no input_symbols and takes inputs only for their batch size, "
+                             "so it needs inputs with a batch dimension; got a scalar")
+        if batch is None:
+            # A Python int where the shape is known (always, eagerly): no slicing op.
+            batch = inputs.shape[0] if inputs.shape[0] is not None else tf.shape(inputs)[0]
         weights = tf.convert_to_tensor(self.quantum_weights)
         if weights.dtype != dtype:
             weights = tf.cast(weights, dtype)
-        values = tf.tile(weights[None, :], tf.stack([batch, 1]))
+        shape = [batch, len(self.weight_symbols)]
+        values = tf.broadcast_to(weights, shape if isinstance(batch, int) else tf.stack(shape))
         if self.input_symbols:
             values = tf.concat([tf.cast(inputs, dtype), values], axis=1)
         return _checks.check_finite(values, self._describe_value)
