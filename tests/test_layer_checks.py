@@ -31,12 +31,6 @@ def make_layer(**kwargs):
     return layer
 
 
-def run_both(fn, x):
-    """fn(x) eagerly and in a tf.function whose signature hides every dimension."""
-    graph = tf.function(fn, input_signature=[tf.TensorSpec(None, x.dtype)])
-    return fn(x), graph(x)
-
-
 # --------------------------------------------------- item 2: width known only at run time
 
 

@@ -56,9 +56,13 @@ def quantum_data_layer():
     return QuantumDataLayer(cirq.Circuit(cirq.ry(a)(Q[1]), cirq.CNOT(*Q)), [cirq.Z(Q[0]), cirq.Z(Q[1])])
 
 
+def angles(rng):
+    return tf.constant(rng.uniform(-2, 2, (5, 2)), tf.float32)
+
+
 CASES = {
-    "quantum_layer": (quantum_layer, lambda rng: tf.constant(rng.uniform(-2, 2, (5, 2)), tf.float32)),
-    "quantum_layer_tfq": (lambda: quantum_layer("tfq"), lambda rng: tf.constant(rng.uniform(-2, 2, (5, 2)), tf.float32)),
+    "quantum_layer": (quantum_layer, angles),
+    "quantum_layer_tfq": (lambda: quantum_layer("tfq"), angles),
     "quantum_conv2d": (lambda: QuantumConv2D(filters=2, kernel_size=2, depth=2),
                        lambda rng: tf.constant(rng.uniform(0, 1, (2, 3, 3, 1)), tf.float32)),
 }
