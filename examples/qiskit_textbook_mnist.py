@@ -130,14 +130,14 @@ def parse_args(argv=None):
     parser.add_argument("--test-per-class", type=int, default=50)
     parser.add_argument("--shots", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="smoke run: 2 epochs on 20 images per digit")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 3 epochs on 20 images per digit")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
     if args.quick:
-        args.epochs, args.train_per_class, args.test_per_class = 2, 20, 20
+        args.epochs, args.train_per_class, args.test_per_class = 3, 20, 20
     print(f"Qiskit textbook hybrid network: MNIST {DIGITS}, {args.train_per_class} training + "
           f"{args.test_per_class} test images per digit, batch 1, Adam 1e-3, {args.epochs} epochs, "
           f"{args.shots} shots on AerSimulator, parameter shift pi/2")

@@ -271,36 +271,55 @@ class QiskitLayer(keras.layers.Layer):
             constraint=self.constraint,
         )
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         inputs = tf.convert_to_tensor(inputs)
         batch = tf.shape(inputs)[0]
-        weights = tf.cast(tf.convert_to_tensor(self.quantum_weights), tf.float64)
+        # float64 inside whatever the dtype policy (mixed_float16 included): values go to Qiskit as float64, and
+        # the weights are read unscaled, not cast to the compute dtype.
+        weights = tf.cast(tf.convert_to_tensor(self.quantum_weights.value), tf.float64)
         values = tf.tile(weights[None, :], tf.stack([batch, 1]))
         if self.input_symbols:
             values = tf.concat([tf.cast(inputs, tf.float64), values], axis=1)
         if _exporting():
             outputs = self._native_circuit().expectation(values, dtype=tf.float64)
         else:
-            outputs = self._run(values)
+            outputs = self._run(values, with_jacobian=training is True)
         return tf.cast(outputs, self.compute_dtype)
 
-    def _run(self, values):
+    def _run(self, values, with_jacobian=False):
+        """Runs the executor through tf.numpy_function, differentiable by tf.custom_gradient.
+
+        In training (`with_jacobian`), the forward job also runs the shifted
+        parameter sets and returns the Jacobian, so a train step is one job
+        and the gradient is a TF product with no Python call.
+        """
         executor, differentiator, num_outputs = self.executor, self.differentiator, self.num_outputs
 
         def forward(v):
             return executor.run(v).astype(np.float64)
+
+        def forward_and_jacobian(v):
+            outputs, jacobian = executor.run_with_jacobian(v, differentiator)
+            return outputs.astype(np.float64), jacobian.astype(np.float64)
 
         def backward(v, dy):
             return executor.vjp(v, dy, differentiator).astype(np.float64)
 
         @tf.custom_gradient
         def run(v):
-            outputs = tf.numpy_function(forward, [v], tf.float64, stateful=True, name="qiskit_run")
+            if with_jacobian:
+                outputs, jacobian = tf.numpy_function(forward_and_jacobian, [v], [tf.float64, tf.float64],
+                                                      stateful=True, name="qiskit_run_and_parameter_shift")
+                jacobian.set_shape([v.shape[0], num_outputs, v.shape[1]])
+            else:
+                outputs = tf.numpy_function(forward, [v], tf.float64, stateful=True, name="qiskit_run")
             outputs.set_shape([v.shape[0], num_outputs])
 
             def grad(dy):
-                g = tf.numpy_function(backward, [v, tf.cast(dy, tf.float64)], tf.float64, stateful=True,
-                                      name="qiskit_parameter_shift")
+                dy = tf.cast(dy, tf.float64)
+                if with_jacobian:
+                    return tf.einsum("bo,bop->bp", dy, jacobian)
+                g = tf.numpy_function(backward, [v, dy], tf.float64, stateful=True, name="qiskit_parameter_shift")
                 g.set_shape(v.shape)
                 return g
 
