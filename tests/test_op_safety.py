@@ -363,6 +363,44 @@ def test_sizes_from_user_input_never_abort(name, isolated_outcomes):
         assert got == expected
 
 
+
+@pytest.mark.skipif("asan" in os.environ.get("LD_PRELOAD", ""), reason="ASan needs more address space than the limit")
+def test_gate_matrices_count_toward_the_memory_check():
+    """A program of a few megabytes (a million 3-qubit gates sharing one
+    matrix) asks every simulator for gigabytes of per-lane gate matrices: it
+    is refused before anything is allocated. (Once only the state vectors
+    were counted; without the address-space limit set here that run would
+    have exhausted the machine.)"""
+    from conftest import run_fresh_python
+
+    physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    # 16 lanes x float64 x (block + gate matrix, re + im: 2 x 2 x 64): 32 KiB a gate.
+    gates = int(physical / 32768) + 1
+    out = run_fresh_python(f"""
+        import resource
+        import numpy as np
+        import tensorflow as tf
+        from qkeras_hybrid import ops
+        eye = np.stack([np.eye(8), np.zeros((8, 8))], axis=-1).reshape(-1)
+        block_meta = np.tile(np.array([3, 0, 1, 2, 0, 0, 1], np.int32), ({gates}, 1))
+        block_meta[:, 5] = np.arange({gates})
+        args = [tf.constant(np.int32(3)), tf.constant(block_meta),
+                tf.constant(np.tile(np.array([0, -1, 0, 1], np.int32), ({gates}, 1))), tf.constant(eye),
+                tf.constant(np.array([[[0, 1]]], np.int64)), tf.constant([[1.0]], tf.float64),
+                tf.zeros((32, 0), tf.float64)]
+        used = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+        limit = used + {physical} // 2
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        try:
+            ops.expectation(*args)
+            print("no error")
+        except Exception as e:
+            print(type(e).__name__, e)
+    """)
+    assert "ResourceExhaustedError" in out and f"3 qubits ({gates} gates) needs" in out, out
+    assert "state vectors and gate matrices, more than this machine's memory allows" in out, out
+
+
 # ------------------------------------------ values that overflow the precision
 
 

@@ -79,6 +79,8 @@ struct Program {
   int num_angles = 0;
   std::vector<Block> blocks;
   std::vector<Gate> gates;
+  // Entries of all block and gate matrices (a simulator keeps each per lane).
+  int64_t matrix_entries = 0;
   std::vector<FP> data;  // gate data in the simulation precision
   // Generator H = sum_t eig_t P_t of every exponential gate, dim x dim,
   // at hamiltonian_offset[g] in `hamiltonians`.
@@ -191,6 +193,7 @@ std::string DecodeProgram(int64_t num_qubits, const int32_t* block_meta,
     if (blk.k < 1 || blk.k > kMaxBlockQubits)
       return where + ": block size must be 1, 2 or 3 qubits, got " + Str(m[0]);
     blk.dim = 1 << blk.k;
+    p->matrix_entries += blk.dim * blk.dim;
     for (int j = 0; j < blk.k; ++j) {
       const int q = m[1 + j];
       if (q < 0 || q >= num_qubits)
@@ -237,6 +240,7 @@ std::string DecodeProgram(int64_t num_qubits, const int32_t* block_meta,
     gate.block = owner[g];
     const Block& blk = p->blocks[owner[g]];
     const int64_t mat = int64_t{2} * blk.dim * blk.dim;
+    p->matrix_entries += blk.dim * blk.dim;
     gate.type = m[0];
     gate.angle_slot = m[1];
     gate.data_offset = m[2];

@@ -153,9 +153,11 @@ class Simulator {
     }
   }
 
-  // Bytes of the buffers a Simulator allocates (state and co-state).
-  static double BytesPerInstance(int num_qubits) {
-    return 4.0 * W * std::ldexp(static_cast<double>(sizeof(FP)), num_qubits);
+  // Bytes of the buffers a Simulator allocates: state and co-state, and the
+  // matrices of every gate and block (a program may have millions).
+  static double BytesPerInstance(const Program<FP>& program) {
+    return W * static_cast<double>(sizeof(FP)) *
+           (4.0 * std::ldexp(1.0, program.num_qubits) + 2.0 * program.matrix_entries);
   }
 
   // Expectations of `lanes` <= W samples: row s of angles (stride

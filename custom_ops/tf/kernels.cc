@@ -218,12 +218,19 @@ class ExpectationOpBase : public OpKernel {
     }
     if (program == nullptr) {
       auto decoded = std::make_shared<Program<T>>();
-      const std::string error = DecodeProgram<T>(
-          num_qubits.scalar<int32_t>()(), block_meta.flat<int32_t>().data(),
-          block_meta.dim_size(0), gate_meta.flat<int32_t>().data(), gate_meta.dim_size(0),
-          gate_data.flat<double>().data(), gate_data.NumElements(),
-          masks.flat<int64_t>().data(), coeffs.flat<double>().data(), masks.dim_size(0),
-          masks.dim_size(1), num_angles, decoded.get());
+      std::string error;
+      try {  // a program's tables can outgrow its tensors (gates may share data)
+        error = DecodeProgram<T>(
+            num_qubits.scalar<int32_t>()(), block_meta.flat<int32_t>().data(),
+            block_meta.dim_size(0), gate_meta.flat<int32_t>().data(), gate_meta.dim_size(0),
+            gate_data.flat<double>().data(), gate_data.NumElements(),
+            masks.flat<int64_t>().data(), coeffs.flat<double>().data(), masks.dim_size(0),
+            masks.dim_size(1), num_angles, decoded.get());
+      } catch (const std::bad_alloc&) {
+        c->CtxFailure(__FILE__, __LINE__, errors::ResourceExhausted(
+            "out of memory decoding a program of ", gate_meta.dim_size(0), " gates"));
+        return nullptr;
+      }
       if (!error.empty()) return fail(error);
       program = decoded;
       ::tensorflow::mutex_lock lock(mu_);
@@ -296,13 +303,14 @@ class ExpectationOpBase : public OpKernel {
     const int threads = std::max(1, pool->NumThreads());
     const int64_t units = batch / W + (batch % W != 0);  // groups of W samples
     const bool intra = program.num_qubits >= kIntraStateQubits && units < 2 * threads;
-    const double per_sim = Sim::BytesPerInstance(program.num_qubits);
+    const double per_sim = Sim::BytesPerInstance(program);
     const double sims = intra ? 1 : std::min<double>(threads, units);
     if (per_sim * sims > 0.8 * PhysicalMemoryBytes()) {
       c->CtxFailure(__FILE__, __LINE__, errors::ResourceExhausted(
-          "a state vector of " + std::to_string(program.num_qubits) +
-          " qubits needs " + std::to_string(per_sim * sims / (1 << 30)) +
-          " GiB, more than this machine's memory allows"));
+          "simulating " + std::to_string(program.num_qubits) + " qubits (" +
+          std::to_string(program.gates.size()) + " gates) needs " +
+          Num(per_sim * sims / (1 << 30)) +
+          " GiB of state vectors and gate matrices, more than this machine's memory allows"));
       return;
     }
     auto lanes_of = [batch](int64_t u) {
