@@ -269,14 +269,14 @@ class QiskitLayer(keras.layers.Layer):
             initializer=self.initializer,
             regularizer=self.regularizer,
             constraint=self.constraint,
+            autocast=False,  # angles read at full precision, not in a mixed policy's float16
         )
 
     def call(self, inputs, training=None):
         inputs = tf.convert_to_tensor(inputs)
         batch = tf.shape(inputs)[0]
-        # float64 inside whatever the dtype policy (mixed_float16 included): values go to Qiskit as float64, and
-        # the weights are read unscaled, not cast to the compute dtype.
-        weights = tf.cast(tf.convert_to_tensor(self.quantum_weights.value), tf.float64)
+        # float64 inside whatever the dtype policy: under mixed_float16 only the output is cast to float16.
+        weights = tf.cast(tf.convert_to_tensor(self.quantum_weights), tf.float64)
         values = tf.tile(weights[None, :], tf.stack([batch, 1]))
         if self.input_symbols:
             values = tf.concat([tf.cast(inputs, tf.float64), values], axis=1)
