@@ -425,6 +425,11 @@ def main(argv=None):
           "MB: peak RSS above the RSS before one warm call. states/sample: fwd+grad MB / "
           "(B x one complex64 state), where a batch of states is >= 1 MB.")
     print("versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())))
+    builds = sorted({r["info"].get("op_library_sha256", "?") for res in results.values()
+                     for r in res["runs"].get("ours", [])})
+    if builds:
+        print(f"our op library sha256: {', '.join(builds)}"
+              + (" (it changed during the run!)" if len(builds) > 1 else ""))
     goals = goal_lines(results)
     if goals:
         print("issue 13 goals:")

@@ -100,16 +100,26 @@ MEMORY_METHOD = ("peak RSS (VmHWM, reset through /proc/self/clear_refs) above th
 
 
 def peak_increase_mb(call):
-    """Peak RSS above the RSS just before `call()`, in MB (None if the peak
-    mark cannot be reset). The process is warm, so this is the call's working
-    memory (states, temporaries, outputs), not tracing or compilation."""
+    """(peak RSS above the RSS just before `call()` in MB, that RSS, CPU
+    seconds per wall second during the call: the cores kept busy). The peak
+    is None if its mark cannot be reset. The process is warm, so this is the
+    call's working memory (states, temporaries, outputs), not tracing or
+    compilation."""
     gc.collect()
     _trim_heap()
     before = rss_mb()
     if not reset_peak_rss():
-        return None, before
+        return None, before, None
+    t0, c0 = time.perf_counter(), _cpu_s()
     call()
-    return peak_rss_mb() - before, before
+    busy = (_cpu_s() - c0) / max(time.perf_counter() - t0, 1e-9)
+    return peak_rss_mb() - before, before, busy
+
+
+def _cpu_s():
+    """CPU seconds of all of this process's threads so far."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 # ----------------------------------------------------------------------------
@@ -219,15 +229,17 @@ def run_worker(library, build, argv=None, description=None):
 
     memory = {}
     for m in modes:
-        peaks, base = [], None
+        peaks, busy, base = [], [], None
         calls = args.memory_calls if args.memory_calls is not None else (2 if est[m] < 1.0 else 1)
         for _ in range(max(1, calls)):
-            peak, base = peak_increase_mb(fns[m])
+            peak, base, cores = peak_increase_mb(fns[m])
             peaks.append(peak)
+            busy.append(cores)
         memory[m] = {
             "peak_increase_mb": None if None in peaks else max(peaks),
             "samples_mb": peaks,
             "rss_before_mb": base,
+            "busy_cores": busy,
         }
 
     number = {m: calls_per_sample(est[m], args.block_ms) for m in modes}

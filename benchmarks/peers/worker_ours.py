@@ -45,6 +45,15 @@ def build(n, layers, batch, values, variant):
     }
     versions = {"tensorflow": tf.__version__, "qkeras_hybrid": qkeras_hybrid.__version__}
     info = {"intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads()}
+    try:  # which build was measured: the C++ changes often
+        import hashlib
+
+        from qkeras_hybrid import ops
+
+        with open(ops.library_path(), "rb") as f:
+            info["op_library_sha256"] = hashlib.sha256(f.read()).hexdigest()[:16]
+    except Exception as e:  # reported, not fatal
+        info["op_library_error"] = repr(e)
     return fns, versions, info
 
 
