@@ -314,6 +314,11 @@ def _dense_simulation(target, parametric):
     if module.startswith("qiskit_aer.primitives"):
         target = getattr(target, "_backend", None)
         module = type(target).__module__
+    elif module.startswith("qiskit.primitives"):  # BackendSamplerV2 / BackendEstimatorV2
+        target = getattr(target, "backend", None)
+        if target is None:
+            return None
+        module = type(target).__module__
     if target is not None and not module.startswith("qiskit_aer"):
         return None
     options = target.options if target is not None else None
@@ -466,20 +471,19 @@ class _AerSampling:
             counts = self._run(circuits, binds, seed)
         out = []
         for m, circuit in enumerate(self.circuits):
-            clbits = circuit.num_clbits
-            mask = np.uint64((1 << clbits) - 1) if clbits < 64 else np.uint64(2**64 - 1)
-            all_rows, all_keys, all_weights = [], [], []
-            for e in range(experiments):
-                histogram = counts[m * experiments + e]
-                keys = np.array([int(k, 16) for k in histogram], dtype=np.uint64)
-                weights = np.fromiter(histogram.values(), dtype=np.float64, count=len(histogram)) / self.shots
-                for j in range(copies):
-                    row = e * copies + j
-                    if row < rows:
-                        all_rows.append(np.full(len(keys), row))
-                        all_keys.append((keys >> np.uint64(j * clbits)) & mask if copies > 1 else keys)
-                        all_weights.append(weights)
-            out.append(_Samples(np.concatenate(all_rows), np.concatenate(all_keys), np.concatenate(all_weights)))
+            histograms = counts[m * experiments:(m + 1) * experiments]
+            keys = np.array([int(k, 16) for h in histograms for k in h], dtype=np.uint64)
+            weights = np.array([c for h in histograms for c in h.values()], dtype=np.float64) / self.shots
+            experiment = np.repeat(np.arange(experiments), [len(h) for h in histograms])
+            if copies > 1:  # copy j's outcome sits in clbits j c .. (j + 1) c - 1 of the experiment's
+                clbits = circuit.num_clbits
+                shifts = (np.arange(copies, dtype=np.uint64) * np.uint64(clbits))[:, None]
+                keys = (keys[None, :] >> shifts) & np.uint64((1 << clbits) - 1)
+                experiment = experiment[None, :] * copies + np.arange(copies)[:, None]
+                real = experiment < rows  # not a padding copy
+                keys, experiment = keys[real], experiment[real]
+                weights = np.broadcast_to(weights, real.shape)[real]
+            out.append(_Samples(experiment, keys, weights))
         return out
 
     def _run(self, circuits, binds, seed):

@@ -69,7 +69,9 @@ class QiskitLayer(keras.layers.Layer):
     The circuit is a black box run by Qiskit 2's primitives: Aer by default,
     or the `BackendV2`, `EstimatorV2` or `SamplerV2` given. The forward pass
     of a batch is one job; its gradient (with respect to the inputs and the
-    weights) is one more job of all shifted parameter sets. Parameter shifts
+    weights) is one more job of all shifted parameter sets. In training
+    (`training=True`, as in `fit`) both go into one job, and the backward
+    pass is a TensorFlow product with the Jacobian it returned. Parameter shifts
     are exact: the circuit is translated to Pauli rotations, each gate gets
     its own parameter, and the chain rule maps back to the circuit's
     parameters, so `2*theta`, reused parameters, `u`, `cp` and `cry` are fine.
@@ -78,7 +80,9 @@ class QiskitLayer(keras.layers.Layer):
     for a circuit with measurements and no observables, the mean integer
     value of the measured bitstring (clbit k worth 2^k), as in the Qiskit
     textbook. `shots=None` gives exact values (Aer's estimator); `shots=N`
-    samples N shots per parameter set.
+    samples N shots per parameter set. Values are computed in float64
+    whatever the dtype policy; under `mixed_float16` the output is float16
+    and the weights stay float32.
 
     Black boxes: `circuit` may be any object with `run(values) -> outputs`
     (values `[N, P]`, inputs then weights; outputs `[N, O]` or `[N]`); then
@@ -87,9 +91,13 @@ class QiskitLayer(keras.layers.Layer):
     `differentiator="finite_difference"`).
 
     Saving: `.keras` files store the circuit as QPY and the backend or
-    primitive by name and options; Aer's and Qiskit's reference ones are
-    rebuilt at load, others must be registered first with
-    `qkeras_hybrid.backends.qiskit_executor.register_backend(name, factory)`.
+    primitive whole: an `AerSimulator` with its options, noise model, basis
+    gates and coupling map; Aer's and Qiskit's reference primitives with their
+    options and backend. A backend no file can hold (a device, a fake device,
+    `AerSimulator.from_backend(...)`, any other class) makes saving raise an
+    error, unless it was registered with
+    `qkeras_hybrid.backends.qiskit_executor.register_backend(name, factory)`:
+    then the file stores its name, and loading needs the same registration.
     A black box is saved if it has `get_config` and a classmethod
     `from_config` and is registered with
     `keras.saving.register_keras_serializable`. `model.export` (SavedModel)
@@ -318,7 +326,7 @@ class QiskitLayer(keras.layers.Layer):
             def grad(dy):
                 dy = tf.cast(dy, tf.float64)
                 if with_jacobian:
-                    return tf.einsum("bo,bop->bp", dy, jacobian)
+                    return tf.linalg.matvec(jacobian, dy, transpose_a=True)
                 g = tf.numpy_function(backward, [v, dy], tf.float64, stateful=True, name="qiskit_parameter_shift")
                 g.set_shape(v.shape)
                 return g
