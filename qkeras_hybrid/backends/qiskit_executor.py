@@ -32,6 +32,7 @@ import contextlib
 import json
 import math
 import os
+import random
 import warnings
 
 import numpy as np
@@ -428,7 +429,7 @@ class _AerSampling:
             raise QiskitCircuitError(f"Sampled circuits may measure at most 64 clbits, got {clbits}")
         self.max_copies = max(1, min(self.PACKED_QUBITS // width, 64 // clbits)) if pack else 1
         self.owned = owned
-        self._entropy = np.random.default_rng()
+        self._entropy = random.Random()
         self._packed = {}
         self._assembled = {}
 
@@ -458,7 +459,9 @@ class _AerSampling:
         if copies > 1:
             circuits, vectors = self._packed_circuits(copies)
             experiments = -(-rows // copies)
-            padded = np.concatenate([angles, np.repeat(angles[-1:], experiments * copies - rows, axis=0)])
+            padded = angles
+            if experiments * copies > rows:  # the last experiment's spare copies repeat the last set
+                padded = np.concatenate([angles, np.repeat(angles[-1:], experiments * copies - rows, axis=0)])
             padded = padded.reshape(experiments, copies, self.num_params)
             binds = {p: padded[:, j, g] for j, vector in enumerate(vectors) for g, p in enumerate(vector)}
         else:
@@ -478,11 +481,12 @@ class _AerSampling:
             if copies > 1:  # copy j's outcome sits in clbits j c .. (j + 1) c - 1 of the experiment's
                 clbits = circuit.num_clbits
                 shifts = (np.arange(copies, dtype=np.uint64) * np.uint64(clbits))[:, None]
-                keys = (keys[None, :] >> shifts) & np.uint64((1 << clbits) - 1)
-                experiment = experiment[None, :] * copies + np.arange(copies)[:, None]
-                real = experiment < rows  # not a padding copy
-                keys, experiment = keys[real], experiment[real]
-                weights = np.broadcast_to(weights, real.shape)[real]
+                keys = ((keys[None, :] >> shifts) & np.uint64((1 << clbits) - 1)).ravel()
+                experiment = (experiment[None, :] * copies + np.arange(copies)[:, None]).ravel()
+                weights = np.tile(weights, copies)
+                if experiments * copies > rows:
+                    real = experiment < rows  # not a padding copy
+                    keys, experiment, weights = keys[real], experiment[real], weights[real]
             out.append(_Samples(experiment, keys, weights))
         return out
 
@@ -525,7 +529,7 @@ class _AerSampling:
             self._assembled[key] = (aer_circuits, slots, config)
         aer_circuits, slots, config = self._assembled[key]
         # Always set: the controller keeps the seed it drew in the (reused) config otherwise.
-        config.seed_simulator = seed if seed is not None else int(self._entropy.integers(2**31 - 1))
+        config.seed_simulator = seed if seed is not None else self._entropy.randrange(2**31 - 1)
         if binds is not None:
             config.parameterizations = [[[slot, bind[param]] for slot, param in circuit_slots]
                                         for circuit_slots, bind in zip(slots, binds)]
@@ -563,7 +567,7 @@ class _Executor:
         values = np.asarray(values, dtype=np.float64)
         if values.ndim != 2 or values.shape[1] != self.num_params:
             raise ValueError(f"Expected parameter values of shape [batch, {self.num_params}], got {values.shape}")
-        if not np.all(np.isfinite(values)):
+        if not np.isfinite(values).all():
             raise ValueError("Parameter values must be finite (got NaN or inf)")
         return values
 
@@ -645,7 +649,7 @@ class QiskitExecutor(_Executor):
         self.parameters = list(parameters)
         self.num_params = len(self.parameters)
         self.backend = backend
-        self._rng = np.random.default_rng(seed) if seed is not None else None
+        self._rng = random.Random(seed) if seed is not None else None
         measuring = not observables
         if measuring and not has_measurements(circuit):
             raise QiskitCircuitError("Give observables, or a circuit with measurements (read as bitstring values)")
@@ -693,6 +697,7 @@ class QiskitExecutor(_Executor):
         for i, observable in enumerate(self.observables):
             self._observables_array[0, i] = observable
         self._aer_sampling = None
+        self._shift_offsets = {}
         self.primitive = self._make_primitive(estimator, sampler)
 
     @staticmethod
@@ -723,8 +728,10 @@ class QiskitExecutor(_Executor):
         if self.backend is None or _is_aer(self.backend):
             from qiskit_aer import AerSimulator
 
-            # The user's simulator as it is (noise model included), or ours.
-            simulator = self.backend if self.backend is not None else AerSimulator(**DEFAULT_AER_OPTIONS)
+            # The user's simulator as it is (noise model included), or ours: for rotations by any angle Aer's
+            # automatic method picks the state vector anyway, after a check per experiment.
+            method = {"method": "statevector"} if self.num_gate_params else {}
+            simulator = self.backend if self.backend is not None else AerSimulator(**DEFAULT_AER_OPTIONS, **method)
             self._aer_sampling = _AerSampling(simulator, self.circuits, self.shots, pack=_packable(self.backend),
                                               owned=self.backend is None)
             return None
@@ -733,7 +740,7 @@ class QiskitExecutor(_Executor):
         return BackendSamplerV2(backend=self.backend, options={"default_shots": self.shots})
 
     def _next_seed(self):
-        return None if self._rng is None else int(self._rng.integers(2**31 - 1))
+        return None if self._rng is None else self._rng.randrange(2**31 - 1)
 
     def _reseed(self, seed):
         if seed is None:
@@ -820,9 +827,18 @@ class QiskitExecutor(_Executor):
         if values.shape[0] == 0 or self.num_gate_params == 0:
             return np.zeros(values.shape)
         angles = self.angle_functions.angles(values)
-        results = self.run_angles(differentiator.shifted_values(angles))
+        results = self.run_angles(self._shifted(angles, differentiator))
         gate_vjp = differentiator.vjp(results, upstream)  # [B, G]
         return np.matmul(gate_vjp[:, None, :], self.angle_functions.jacobian(values))[:, 0, :]
+
+    def _shifted(self, angles, differentiator):
+        """`differentiator.shifted_values(angles)`, from offsets computed once: a shift rule moves every point
+        the same way, and this runs in every training step."""
+        key = (type(differentiator), differentiator.shift)
+        if self._shift_offsets.get("key") != key:
+            offsets = differentiator.shifted_values(np.zeros((1, self.num_gate_params)))  # [2G, G]
+            self._shift_offsets = {"key": key, "offsets": offsets[:, None, :]}
+        return (self._shift_offsets["offsets"] + angles[None]).reshape(-1, self.num_gate_params)
 
     def run_with_jacobian(self, values, differentiator):
         """run(values) and d run / d values [B, O, P], from one job of the angles and their shifts."""
@@ -833,7 +849,7 @@ class QiskitExecutor(_Executor):
         angles = self.angle_functions.angles(values)
         if batch == 0 or self.num_gate_params == 0:
             return self.run_angles(angles), np.zeros((batch, self.num_outputs, self.num_params))
-        results = self.run_angles(np.concatenate([angles, differentiator.shifted_values(angles)]))
+        results = self.run_angles(np.concatenate([angles, self._shifted(angles, differentiator)]))
         gate_jacobian = differentiator.jacobian(results[batch:], batch, self.num_gate_params)  # [B, O, G]
         return results[:batch], np.matmul(gate_jacobian, self.angle_functions.jacobian(values))
 
