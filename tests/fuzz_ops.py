@@ -71,8 +71,13 @@ INT64_VALUES = [2**32, 2**40, 2**62, 2**63 - 1, -(2**63), 2**61 + 1]
 FLOAT_VALUES = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e300, -1e300, 3.5e38, -3.5e38, 1e38,
                 1e20, 1e-320, 5e-324, 1.7976931348623157e308, 2.0**53, 1e6]
 NUM_QUBITS_VALUES = [0, -1, 1, 2, 13, 14, 15, 20, 40, 47, 59, 60, 61, 62, 63, 64, 2**31 - 1, -(2**31)]
-# Dimensions of empty tensors: huge, but no memory.
+# Dimensions of empty tensors: huge, but no memory. A batch dimension only
+# takes those no output of that many rows fits in memory: an empty [2**31, 0]
+# angles tensor of a program without angles validly asks for 2**31
+# simulations and an output of 8 GiB or more.
 HUGE_DIMS = [2**31, 2**32 + 1, 2**40, 2**62, 2**63 - 1]
+HUGE_BATCHES = [2**40, 2**47, 2**62, 2**63 - 1]
+BATCHED = ("initial_state", "angles", "upstream")
 BATCHES = [0, 1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 64]
 DTYPES = ["int8", "uint8", "int32", "int64", "float16", "float32", "float64", "bool", "complex64",
           "complex128", "str"]
@@ -179,7 +184,7 @@ def _mutate_values(rng, name, a):
     return flat.reshape(a.shape), "set " + " ".join(changes)
 
 
-def _mutate_shape(rng, a):
+def _mutate_shape(rng, name, a):
     """Returns (array or ('zeros', shape, dtype), description)."""
     a = np.array(a)
     kind = rng.choice(["drop", "add", "zero_dim", "huge_empty", "rank_up", "rank_down", "transpose"])
@@ -208,7 +213,7 @@ def _mutate_shape(rng, a):
     if kind == "huge_empty":
         shape = list(a.shape)
         zero, huge = rng.choice(a.ndim, size=2, replace=a.ndim < 2)
-        shape[huge] = int(rng.choice(HUGE_DIMS))
+        shape[huge] = int(rng.choice(HUGE_BATCHES if huge == 0 and name in BATCHED else HUGE_DIMS))
         shape[zero] = 0
         if zero == huge:
             shape.append(int(rng.choice(HUGE_DIMS)))
@@ -274,7 +279,7 @@ def make_case(pool, seed, chunk, index):
         elif what == "values":
             arrays[name], desc = _mutate_values(rng, name, arrays[name])
         elif what == "shape":
-            arrays[name], desc = _mutate_shape(rng, arrays[name])
+            arrays[name], desc = _mutate_shape(rng, name, arrays[name])
         else:
             arrays[name], desc = _mutate_dtype(rng, arrays[name])
         mutations.append(f"{name}: {what} {desc}")
@@ -372,7 +377,7 @@ class Runner:
 def _child(args):
     """Runs chunk `args.chunk` until its time is up; publishes the index of the
     case in flight in the progress file, the counts in the stats file."""
-    sys.path.insert(0, HERE)
+    sys.path[:0] = [HERE, REPO]
     pool = build_pool(args.seed, args.chunk)
     runner = Runner()
     with open(args.progress, "r+b") as f:
@@ -436,7 +441,7 @@ def save_repro(repro_dir, case, kind, details):
 
 def _save_cases(args):
     """Regenerates cases of a chunk that crashed and saves them as repros."""
-    sys.path.insert(0, HERE)
+    sys.path[:0] = [HERE, REPO]
     pool = build_pool(args.seed, args.chunk)
     details = open(args.details).read() if args.details else ""
     for index in args.save:
@@ -444,7 +449,7 @@ def _save_cases(args):
 
 
 def _replay(path):
-    sys.path.insert(0, HERE)
+    sys.path[:0] = [HERE, REPO]
     with open(path, "rb") as f:
         case = pickle.load(f)
     print(describe(case))
