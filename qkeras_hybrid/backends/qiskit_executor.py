@@ -480,10 +480,10 @@ class _AerSampling:
             experiment = np.repeat(np.arange(experiments), [len(h) for h in histograms])
             if copies > 1:  # copy j's outcome sits in clbits j c .. (j + 1) c - 1 of the experiment's
                 clbits = circuit.num_clbits
-                shifts = (np.arange(copies, dtype=np.uint64) * np.uint64(clbits))[:, None]
-                keys = ((keys[None, :] >> shifts) & np.uint64((1 << clbits) - 1)).ravel()
-                experiment = (experiment[None, :] * copies + np.arange(copies)[:, None]).ravel()
-                weights = np.tile(weights, copies)
+                copy = np.arange(copies, dtype=np.uint64)[:, None]
+                keys = ((keys[None, :] >> (copy * np.uint64(clbits))) & np.uint64((1 << clbits) - 1)).ravel()
+                experiment = (experiment[None, :] * copies + copy.astype(np.int64)).ravel()
+                weights = weights[None, :].repeat(copies, axis=0).ravel()
                 if experiments * copies > rows:
                     real = experiment < rows  # not a padding copy
                     keys, experiment, weights = keys[real], experiment[real], weights[real]
