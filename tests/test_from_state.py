@@ -153,3 +153,22 @@ def test_bad_initial_states_are_named():
     with pytest.raises(tf.errors.InvalidArgumentError, match="upstream must have shape"):
         ops.expectation_from_state_adjoint_grad(*program, tf.zeros((2, 2, 8), tf.float64), angles,
                                                 tf.zeros((2, 5), tf.float64))
+
+
+def test_results_overflowing_float32_from_huge_states_are_named():
+    """States are used as given: amplitudes near float32's largest value give
+    <Z> and d/d state beyond it (once inf, silently)."""
+    q = cirq.LineQubit(0)
+    cc = qh.compile_circuit(cirq.Circuit(cirq.Z(q)), [cirq.Z(q)], qubits=[q])
+    program = cc.program_inputs
+    state = tf.constant([[[3e38, 0.0], [0.0, 0.0]]], tf.float32)
+    angles = tf.zeros((1, 0), tf.float32)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"expectations\[0, 0\] is inf: the computation overflows float32"):
+        ops.expectation_from_state(*program, state, angles)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"d_initial_state\[0, 0, 0\] is -?inf: the computation overflows float32"):
+        ops.expectation_from_state_adjoint_grad(*program, state, angles, tf.ones((1, 1), tf.float32))
+    # The same state in float64 is fine: <Z> = |3e38|^2.
+    np.testing.assert_allclose(ops.expectation_from_state(*program, tf.cast(state, tf.float64),
+                                                          tf.zeros((1, 0), tf.float64)).numpy(), [[9e76]])
