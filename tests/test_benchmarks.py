@@ -44,6 +44,12 @@ def test_peers_bench_flags_disagreement_and_tabulates_ratios_and_memory():
     nan = dict(close, fwd_values=[[float("nan"), 0.0]], grad=[[0.1]])
     _, failures = peers.check_agreement({"ours": ours, "tfq": nan}, tol=1e-4)
     assert {(lib, key) for lib, key, _ in failures} == {("tfq", "fwd_values"), ("tfq", "grad")}
+    # Against a float64 reference every library is checked, ours included.
+    exact = dict(ours, fwd_values=[[0.5, -0.2]])
+    dev, failures = peers.check_agreement({"ours": ours, "tc_state": close}, tol=1e-4, exact=exact)
+    assert set(dev) == {"ours", "tc_state"}
+    assert {(lib, key) for lib, key, _ in failures} == {("ours", "fwd_values"), ("tc_state", "fwd_values")}
+    assert peers.tolerance(10, 1e-4) == 1e-4 and peers.tolerance(20, 1e-4) == 8e-4
 
     # n=16, B=64: a batch of complex64 states is 32 MB.
     runs_ours = [_synthetic_report([10.0, 30.0], [20.0], 4.0, 8.0), _synthetic_report([20.0], [40.0, 60.0], 5.0, 6.0)]
@@ -79,7 +85,9 @@ def test_peers_bench_runs_ours_and_tfq_workers_on_a_tiny_case(tmp_path, capsys):
     assert status == 0
     (result,) = json.loads(out.read_text())["results"].values()
     assert result["failures"] == [] and result["errors"] == {}
+    assert result["compared_with"] == "ours in float64"
     assert 1e-8 < result["deviation"]["tfq"]["grad"] < 1e-4  # compared, and close
+    assert result["deviation"]["ours"]["grad"] < 1e-5
     for lib in ("ours", "tfq"):
         merged = result["libs"][lib]
         assert merged["median_ms"]["fwd"] > 0 and merged["median_ms"]["grad"] > 0

@@ -189,7 +189,8 @@ def run_worker(library, build, argv=None, description=None):
     """build(n, layers, batch, values, variant) -> (fns, versions, info):
     fns[mode]() runs one call with the case's input and returns the outputs
     as numpy arrays, fully computed (fwd: values [B, n]; grad: (values [B, n],
-    gradient [B, S]))."""
+    gradient [B, S])). An optional fns["reference"]() returns (values,
+    gradient) in float64, reported with --outputs (untimed)."""
     args = parser(description or f"peer benchmark worker: {library}").parse_args(argv)
     n, layers, batch = parse_case(args.case)
     modes = [m for m in args.modes.split(",") if m]
@@ -200,6 +201,7 @@ def run_worker(library, build, argv=None, description=None):
     rss_start = rss_mb()
     t0 = time.perf_counter()
     fns, versions, info = build(n, layers, batch, values, args.variant)
+    reference = fns.get("reference")  # float64 outputs, for the agreement check
     fns = {m: fns[m] for m in modes}
     setup_s = time.perf_counter() - t0
     rss_before_first_call = rss_mb()
@@ -279,6 +281,11 @@ def run_worker(library, build, argv=None, description=None):
             out["grad_values"] = np.asarray(outputs["grad"][0], np.float32).tolist()
             out["grad"] = np.asarray(outputs["grad"][1], np.float32).tolist()
         result["outputs"] = out
+        if reference is not None:
+            e, g = reference()
+            result["reference"] = {"fwd_values": np.asarray(e, np.float64).tolist(),
+                                   "grad_values": np.asarray(e, np.float64).tolist(),
+                                   "grad": np.asarray(g, np.float64).tolist()}
     with open(args.out, "w") as f:
         json.dump(result, f)
     return 0

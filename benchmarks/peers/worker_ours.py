@@ -39,9 +39,19 @@ def build(n, layers, batch, values, variant):
         return e, tape.gradient(total, v)
 
     x = tf.constant(values)
+
+    def reference():  # the same values in float64: what every library is checked against
+        v = tf.constant(values, tf.float64)
+        with tf.GradientTape() as tape:
+            tape.watch(v)
+            e = cc.expectation(v, tf.float64)
+            total = tf.reduce_sum(e)
+        return e.numpy(), tape.gradient(total, v).numpy()
+
     fns = {
         "fwd": lambda: fwd(x).numpy(),
         "grad": lambda: tuple(t.numpy() for t in grad(x)),
+        "reference": reference,
     }
     versions = {"tensorflow": tf.__version__, "qkeras_hybrid": qkeras_hybrid.__version__}
     info = {"intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads()}
