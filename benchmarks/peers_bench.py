@@ -11,6 +11,8 @@ values -> [B, n]) and forward+gradient (also d sum(expectations) / d values,
   tc_ps     tensorcircuit-ng on JAX, one c.expectation_ps(z=[i]) per qubit
             (its documented form) (.venv-peers)
   tc_state  tensorcircuit-ng on JAX, c.state() once, every <Z_i> from it
+  tc_state_auto  (not run by default) tc_state with tensorcircuit's "auto"
+            contractor instead of its default greedy one
   pl        PennyLane default.qubit, interface jax, backprop, jit + vmap
   pl_broadcast  (not run by default) the same with parameter broadcasting
 
@@ -57,6 +59,7 @@ LIBRARIES = {
     "tfq": ("TFQ adjoint", "worker_tfq.py", "main", None),
     "tc_ps": ("tc-ng expectation_ps", "worker_tc.py", "peers", "ps"),
     "tc_state": ("tc-ng one state", "worker_tc.py", "peers", "state"),
+    "tc_state_auto": ("tc-ng one state auto", "worker_tc.py", "peers", "state-auto"),
     "pl": ("PennyLane dq jax vmap", "worker_pl.py", "peers", "vmap"),
     "pl_broadcast": ("PennyLane dq jax bcast", "worker_pl.py", "peers", "broadcast"),
 }

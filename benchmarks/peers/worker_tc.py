@@ -3,7 +3,11 @@
 --variant ps (default): the documented form, one `c.expectation_ps(z=[i])`
     per qubit;
 --variant state: "one state": `c.state()` once and every <Z_i> from it.
-Both: complex64, jax.jit + jax.vmap over the batch, gradient by
+A "-auto" suffix (ps-auto, state-auto) sets tensorcircuit's "auto"
+contractor instead of its default ("greedy"): it changes the contraction
+order, hence the passes over the state (measured, n=20 forward under load:
+0.51 s instead of 0.94 s).
+All: complex64, jax.jit + jax.vmap over the batch, gradient by
 jax.value_and_grad of the sum of expectations.
 """
 
@@ -17,8 +21,8 @@ import common  # noqa: E402
 
 def build(n, layers, batch, values, variant):
     variant = variant or "ps"
-    if variant not in ("ps", "state"):
-        raise SystemExit(f"worker_tc: --variant must be ps or state, got {variant!r}")
+    if variant not in ("ps", "state", "ps-auto", "state-auto"):
+        raise SystemExit(f"worker_tc: --variant must be ps, state, ps-auto or state-auto, got {variant!r}")
     logging.getLogger("tensorcircuit").setLevel(logging.ERROR)  # "optax not installed"
     import jax
     import jax.numpy as jnp
@@ -28,6 +32,8 @@ def build(n, layers, batch, values, variant):
 
     tc.set_backend("jax")
     tc.set_dtype("complex64")
+    if variant.endswith("-auto"):
+        tc.set_contractor("auto")
     gates = common.hea_gates(n, layers)
 
     def circuit(v):
@@ -39,7 +45,7 @@ def build(n, layers, batch, values, variant):
                 c.cnot(a, b)
         return c
 
-    if variant == "ps":
+    if variant.startswith("ps"):
         def expectations(v):
             c = circuit(v)
             return jnp.stack([jnp.real(c.expectation_ps(z=[i])) for i in range(n)])
