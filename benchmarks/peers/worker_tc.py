@@ -5,8 +5,7 @@
 --variant state: "one state": `c.state()` once and every <Z_i> from it.
 A "-auto" suffix (ps-auto, state-auto) sets tensorcircuit's "auto"
 contractor instead of its default ("greedy"): it changes the contraction
-order, hence the passes over the state (measured, n=20 forward under load:
-0.51 s instead of 0.94 s).
+order, hence the passes over the state (n=20 in the benchmark: no faster).
 All: complex64, jax.jit + jax.vmap over the batch, gradient by
 jax.value_and_grad of the sum of expectations.
 """
