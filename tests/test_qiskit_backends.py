@@ -228,7 +228,7 @@ def measured_circuit():
 
 
 def test_pre_assembled_aer_runs_give_aer_runs_counts():
-    """Our simulator's shortcut (circuits assembled once) against AerSimulator.run, seed for seed."""
+    """Our simulator's shortcut (circuits assembled once) against AerSimulator.run, seed for seed, packed or not."""
     qc = QuantumCircuit(2)
     qc.ry(X, 0)
     qc.cry(A, 0, 1)
@@ -238,22 +238,20 @@ def test_pre_assembled_aer_runs_give_aer_runs_counts():
                      QiskitExecutor(qc, observables, [X, A], shots=50, seed=3)):
         sampling = executor._aer_sampling
         assert sampling.owned and sampling.max_copies == 5
-        for rows in (1, 3, 12):
-            angles = rng.uniform(-3, 3, (rows, executor.num_gate_params))
-            for copies in sorted({1, min(sampling.max_copies, rows)}):
-                if copies > 1:
-                    circuits, vectors = sampling._packed_circuits(copies)
-                    experiments = -(-rows // copies)
-                    padded = np.concatenate([angles, np.repeat(angles[-1:], experiments * copies - rows, 0)])
-                    padded = padded.reshape(experiments, copies, -1)
-                    binds = {p: padded[:, j, g] for j, v in enumerate(vectors) for g, p in enumerate(v)}
-                else:
-                    circuits = sampling.circuits
-                    binds = {p: angles[:, g] for g, p in enumerate(circuits[0].parameters)}
+        for max_copies in (5, 1):
+            sampling.max_copies = max_copies
+            for rows in (1, 3, 12):
+                angles = rng.uniform(-3, 3, (rows, executor.num_gate_params))
                 for seed in (1, 2):
-                    fast = sampling._run_assembled(copies, circuits, [binds] * len(circuits), seed)
-                    assert fast == sampling._run(circuits, [binds] * len(circuits), seed)
-                    assert len(fast) == len(circuits) * -(-rows // copies)
+                    fast = sampling.sample(angles, seed)
+                    sampling.owned = False  # through AerSimulator.run
+                    slow = sampling.sample(angles, seed)
+                    sampling.owned = True
+                    assert len(fast) == len(slow) == len(sampling.circuits)
+                    for a, b in zip(fast, slow):
+                        assert set(a.rows) == set(range(rows))
+                        for name in ("rows", "keys", "weights"):
+                            np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
 
 
 def test_packed_copies_sample_each_parameter_set_with_its_own_shots():

@@ -434,7 +434,8 @@ class _AerSampling:
         self._assembled = {}
 
     def _packed_circuits(self, copies):
-        """Each circuit as `copies` copies on disjoint qubits and clbits, copy j's parameters in `vectors[j]`."""
+        """Each circuit as `copies` copies on disjoint qubits and clbits, and their parameters: copy j's parameter
+        for gate angle g at index j G + g."""
         if copies not in self._packed:
             from qiskit import QuantumCircuit
             from qiskit.circuit import ParameterVector
@@ -449,35 +450,37 @@ class _AerSampling:
                     copy = circuit.assign_parameters(dict(zip(params, vectors[j]))) if params else circuit
                     out.compose(copy, qubits=range(j * n, (j + 1) * n), clbits=range(j * c, (j + 1) * c), inplace=True)
                 packed.append(out)
-            self._packed[copies] = (packed, vectors)
+            self._packed[copies] = (packed, [p for vector in vectors for p in vector])
         return self._packed[copies]
 
     def sample(self, angles, seed):
         """Gate angles [N, G] (None: no parameters, one run) -> a `_Samples` per circuit."""
         rows = 1 if angles is None else angles.shape[0]
         copies = min(self.max_copies, rows)
+        experiments = -(-rows // copies)
         if copies > 1:
-            circuits, vectors = self._packed_circuits(copies)
-            experiments = -(-rows // copies)
-            padded = angles
+            circuits, parameters = self._packed_circuits(copies)
+        else:
+            circuits, parameters = self.circuits, list(self.circuits[0].parameters)
+        columns = None  # [copies G, experiments]: the values of each parameter, experiment by experiment
+        if angles is not None:
             if experiments * copies > rows:  # the last experiment's spare copies repeat the last set
-                padded = np.concatenate([angles, np.repeat(angles[-1:], experiments * copies - rows, axis=0)])
-            padded = padded.reshape(experiments, copies, self.num_params)
-            binds = {p: padded[:, j, g] for j, vector in enumerate(vectors) for g, p in enumerate(vector)}
-        else:
-            circuits, experiments = self.circuits, rows
-            binds = None if angles is None else {p: angles[:, g] for g, p in enumerate(self.circuits[0].parameters)}
-        binds = None if binds is None else [binds] * len(circuits)
+                angles = np.concatenate([angles, np.repeat(angles[-1:], experiments * copies - rows, axis=0)])
+            columns = angles.reshape(experiments, copies * self.num_params).T
         if self.owned:
-            counts = self._run_assembled(copies, circuits, binds, seed)
+            counts = self._run_assembled(copies, circuits, parameters, columns, seed)
         else:
+            binds = None if columns is None else [dict(zip(parameters, columns))] * len(circuits)
             counts = self._run(circuits, binds, seed)
         out = []
         for m, circuit in enumerate(self.circuits):
             histograms = counts[m * experiments:(m + 1) * experiments]
             keys = np.array([int(k, 16) for h in histograms for k in h], dtype=np.uint64)
             weights = np.array([c for h in histograms for c in h.values()], dtype=np.float64) / self.shots
-            experiment = np.repeat(np.arange(experiments), [len(h) for h in histograms])
+            if experiments > 1:
+                experiment = np.repeat(np.arange(experiments), [len(h) for h in histograms])
+            else:
+                experiment = np.zeros(len(keys), dtype=np.int64)
             if copies > 1:  # copy j's outcome sits in clbits j c .. (j + 1) c - 1 of the experiment's
                 clbits = circuit.num_clbits
                 copy = np.arange(copies, dtype=np.uint64)[:, None]
@@ -503,10 +506,10 @@ class _AerSampling:
             raise BackendJobError(f"The simulation failed: {failed[0] if failed else result.status}")
         return [experiment.data.counts for experiment in result.results]
 
-    def _run_assembled(self, key, circuits, binds, seed):
+    def _run_assembled(self, key, circuits, parameters, columns, seed):
         """As `_run`, with the circuits assembled for Aer's C++ controller once: the steps of
         `AerBackend._execute_circuits_job` minus the per-call assembly (a test checks that both give the same
-        counts for the same seed)."""
+        counts for the same seed). `columns[i]` holds the values of `parameters[i]`, one per experiment."""
         simulator = self.simulator
         if key not in self._assembled:
             from qiskit_aer.backends.aer_compiler import assemble_circuits, generate_aer_config
@@ -519,8 +522,10 @@ class _AerSampling:
             for i, aer_circuit in enumerate(aer_circuits):
                 aer_circuit.circ_id = i
             # Where each parameter goes: (operation index in the Aer circuit, parameter position), as
-            # AerBackend._convert_circuit_binds finds them; our gate parameters are plain Parameters.
-            slots = [[((index_map[i] if index_map else i, position), param)
+            # AerBackend._convert_circuit_binds finds them (our gate parameters are plain Parameters), and
+            # which column holds its values.
+            column = {p: i for i, p in enumerate(parameters)}
+            slots = [[((index_map[i] if index_map else i, position), column[param])
                       for i, inst in enumerate(circuit.data) if inst.operation.is_parameterized()
                       for position, param in enumerate(inst.operation.params)]
                      for circuit, index_map in zip(compiled, index_maps)]
@@ -530,9 +535,9 @@ class _AerSampling:
         aer_circuits, slots, config = self._assembled[key]
         # Always set: the controller keeps the seed it drew in the (reused) config otherwise.
         config.seed_simulator = seed if seed is not None else self._entropy.randrange(2**31 - 1)
-        if binds is not None:
-            config.parameterizations = [[[slot, bind[param]] for slot, param in circuit_slots]
-                                        for circuit_slots, bind in zip(slots, binds)]
+        if columns is not None:
+            values = columns.tolist()
+            config.parameterizations = [[[slot, values[i]] for slot, i in circuit_slots] for circuit_slots in slots]
         output = simulator._controller.execute(aer_circuits, {}, config)
         if not isinstance(output, dict) or not output.get("success", False):
             status = output.get("status") if isinstance(output, dict) else output

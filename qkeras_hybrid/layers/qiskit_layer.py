@@ -308,7 +308,7 @@ class QiskitLayer(keras.layers.Layer):
 
         def forward_and_jacobian(v):
             outputs, jacobian = executor.run_with_jacobian(v, differentiator)
-            return outputs.astype(np.float64), jacobian.astype(np.float64)
+            return np.asarray(outputs, dtype=np.float64), np.asarray(jacobian, dtype=np.float64)
 
         def backward(v, dy):
             return executor.vjp(v, dy, differentiator).astype(np.float64)
