@@ -3,10 +3,11 @@
 import numpy as np
 
 
-def jax_fns(expectations, values):
+def jax_fns(expectations, values, batched=None):
     """fwd and fwd+grad from expectations(v: [S]) -> [n], one row's circuit.
 
-    Both are jit-compiled and vmapped over the batch; the gradient is
+    Both are jit-compiled and vmapped over the batch (or use `batched(v: [B, S])
+    -> [B, n]` when given, e.g. PennyLane's parameter broadcasting); the gradient is
     jax.value_and_grad of the sum of all rows' expectations (rows are
     independent, so its [B, S] gradient is every row's own), returning the
     expectations too (has_aux): one forward and one reverse pass per call.
@@ -14,7 +15,7 @@ def jax_fns(expectations, values):
     import jax
     import jax.numpy as jnp
 
-    batched = jax.vmap(expectations)
+    batched = batched or jax.vmap(expectations)
 
     def total(v):
         e = batched(v)

@@ -23,7 +23,6 @@ def build(n, layers, batch, values, variant):
         raise SystemExit(f"worker_pl: --variant must be vmap or broadcast, got {variant!r}")
     import jax
     import jax.numpy as jnp
-    import numpy as np
     import pennylane as qml
 
     from jax_common import jax_fns
@@ -47,19 +46,7 @@ def build(n, layers, batch, values, variant):
         def batched(v):  # [B, S] -> [B, n]
             return jnp.stack(qnode(v.T), axis=-1)
 
-        def total(v):
-            e = batched(v)
-            return jnp.sum(e), e
-
-        fwd = jax.jit(batched)
-        grad = jax.jit(jax.value_and_grad(total, has_aux=True))
-        x = jax.device_put(jnp.asarray(values, jnp.float32))
-
-        def run_grad():
-            (_, e), g = jax.block_until_ready(grad(x))
-            return np.asarray(e), np.asarray(g)
-
-        fns = {"fwd": lambda: np.asarray(jax.block_until_ready(fwd(x))), "grad": run_grad}
+        fns = jax_fns(None, values, batched=batched)
     versions = {"jax": jax.__version__, "pennylane": qml.__version__}
     return fns, versions, {"batching": variant}
 
