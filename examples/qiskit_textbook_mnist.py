@@ -85,11 +85,12 @@ def build_model(backend="qiskit", shots=100, seed=0):
     ], name=f"textbook_{backend}")
 
 
-def compile_model(model, learning_rate=1e-3):
+def compile_model(model, learning_rate=1e-3, steps_per_execution=1):
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        steps_per_execution=steps_per_execution,
     )
     return model
 
