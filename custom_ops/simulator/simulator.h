@@ -181,9 +181,7 @@ class Simulator {
                 const ParallelChunks& parallel, const FP* initial = nullptr,
                 FP* d_initial = nullptr) {
     Forward(angles, angle_stride, lanes, num_chunks, parallel, initial);
-    ApplyObservables(upstream, lanes, num_chunks, parallel);
-    for (int b = static_cast<int>(p_.blocks.size()) - 1; b >= 0; --b)
-      BackwardBlock(b, d_angles, angle_stride, lanes, num_chunks, parallel);
+    Backward(upstream, d_angles, angle_stride, lanes, num_chunks, parallel);
     if (d_initial == nullptr) return;
     // The co-state is now A psi with A = U^dagger O U, and
     // <psi|A|psi> has gradient 2 Re(A psi), 2 Im(A psi) in (Re psi, Im psi).
@@ -196,9 +194,50 @@ class Simulator {
     }
   }
 
+  // Writes the state the last Forward (Expectations) left, lane s of
+  // `lanes` to out + s * 2 * 2^n: 2^n real parts, then 2^n imaginary parts
+  // (the layout of `initial`).
+  void StoreState(int lanes, FP* out) const {
+    for (int s = 0; s < lanes; ++s) {
+      FP* o = out + s * 2 * size_;
+      for (uint64_t x = 0; x < size_; ++x) {
+        o[x] = sr_[x * W + s];
+        o[size_ + x] = real_state_ ? FP{0} : si_[x * W + s];
+      }
+    }
+  }
+
+  // Gradient, given the final state that the forward sweep from |0...0>
+  // ended in (lane s at final + s * 2 * 2^n, as StoreState writes it), so the
+  // forward sweep is not run again. The gradient is exact only if `final` is
+  // the state these angles produce.
+  void GradientFromFinalState(const FP* final, const FP* angles,
+                              int64_t angle_stride, int lanes,
+                              const FP* upstream, double* d_angles,
+                              int num_chunks, const ParallelChunks& parallel) {
+    EnsureState(&sr_, &si_);
+    real_state_ = p_.real_state;
+    for (int s = 0; s < W; ++s) {  // padding lanes repeat lane 0
+      const FP* in = final + (s < lanes ? s : 0) * 2 * size_;
+      for (uint64_t x = 0; x < size_; ++x) {
+        sr_[x * W + s] = in[x];
+        si_[x * W + s] = real_state_ ? FP{0} : in[size_ + x];
+      }
+    }
+    BuildMatrices(angles, angle_stride, lanes);
+    Backward(upstream, d_angles, angle_stride, lanes, num_chunks, parallel);
+  }
+
  private:
   template <int V>
   using Int = std::integral_constant<int, V>;
+
+  void Backward(const FP* upstream, double* d_angles, int64_t angle_stride,
+                int lanes, int num_chunks, const ParallelChunks& parallel) {
+    ApplyObservables(upstream, lanes, num_chunks, parallel);
+    for (int b = static_cast<int>(p_.blocks.size()) - 1; b >= 0; --b)
+      BackwardBlock(b, d_angles, angle_stride, lanes, num_chunks, parallel);
+  }
   template <bool V>
   using Bool = std::integral_constant<bool, V>;
 
