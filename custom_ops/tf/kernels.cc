@@ -7,11 +7,13 @@
 #include <chrono>
 #include <memory>
 #include <cmath>
+#include <cstring>
 #include <initializer_list>
 #include <limits>
 #include <new>
 #include <string>
 #include <thread>
+#include <type_traits>
 
 #include "../simulator/program.h"
 #include "../simulator/simulator.h"
@@ -63,17 +65,40 @@ static std::string ShapeString(std::initializer_list<int64_t> dims) {
   return s + "]";
 }
 
-// The index of the first non-finite value of v[0..n), or -1.
+// The index of the first non-finite value of v[0..n), or -1. States are
+// large, so blocks are first scanned with an exponent-bits test that
+// vectorizes (memory speed; a per-element isfinite with an early exit does
+// not); only a block with a hit is searched element by element.
 template <typename T>
 static int64_t FirstNonFinite(const T* v, int64_t n) {
-  for (int64_t i = 0; i < n; ++i)
-    if (!std::isfinite(static_cast<double>(v[i]))) return i;
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>);
+  using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+  constexpr Bits kExponent = static_cast<Bits>(sizeof(T) == 4 ? 0x7f800000ull : 0x7ff0000000000000ull);
+  constexpr int64_t kBlock = 2048;
+  for (int64_t begin = 0; begin < n; begin += kBlock) {
+    const int64_t end = std::min(n, begin + kBlock);
+    Bits found = 0;
+    for (int64_t i = begin; i < end; ++i) {
+      Bits x;
+      std::memcpy(&x, v + i, sizeof(x));
+      found |= static_cast<Bits>((x & kExponent) == kExponent);
+    }
+    if (found == 0) continue;
+    for (int64_t i = begin; i < end; ++i)
+      if (!std::isfinite(v[i])) return i;
+  }
   return -1;
 }
 
 // "[i, j]" of flat index i of a [rows, cols] matrix.
 static std::string Index2(int64_t i, int64_t cols) {
   return "[" + std::to_string(i / cols) + ", " + std::to_string(i % cols) + "]";
+}
+
+// "[b, part, x]" of flat index i of a [batch, 2, size] state.
+static std::string StateIndex(int64_t i, int64_t size) {
+  return "[" + std::to_string(i / (2 * size)) + ", " + std::to_string(i / size % 2) + ", " +
+         std::to_string(i % size) + "]";
 }
 
 // Allocates an output of the given shape, or fails cleanly when the shape
@@ -102,20 +127,64 @@ static Tensor* AllocateOutput(OpKernelContext* c, int index, const char* name,
   return out;
 }
 
-// Fails on a result that overflowed T although every input was finite;
-// index(i) formats flat index i of the output for the message.
+// Fails on a result (name + where, e.g. "expectations[1, 2]") that
+// overflowed T although every input was finite.
+template <typename T>
+static void FailResultNotFinite(OpKernelContext* c, const std::string& what, T value) {
+  c->CtxFailure(__FILE__, __LINE__, errors::InvalidArgument(
+      what, " is ", Num(static_cast<double>(value)), ": the computation overflows ",
+      FloatName<T>(), "; the inputs (pauli_coeffs, generator eigenvalues in gate_data, "
+      "initial_state, upstream) are too large for this precision"));
+}
+
+// FailResultNotFinite on the first non-finite value of t, if any; index(i)
+// formats flat index i of the output for the message.
 template <typename T, typename IndexFn>
 static bool CheckResultFinite(OpKernelContext* c, const Tensor& t, const char* name,
                               IndexFn index) {
   const int64_t i = FirstNonFinite(t.flat<T>().data(), t.NumElements());
   if (i < 0) return true;
-  c->CtxFailure(__FILE__, __LINE__, errors::InvalidArgument(
-      name, index(i), " is ", Num(static_cast<double>(t.flat<T>()(i))),
-      ": the computation overflows ", FloatName<T>(), "; the inputs (pauli_coeffs, "
-      "generator eigenvalues in gate_data, initial_state, upstream) are too large for "
-      "this precision"));
+  FailResultNotFinite<T>(c, name + index(i), t.flat<T>()(i));
   return false;
 }
+
+// FirstNonFinite of v[0..n) split into `chunks` run by `parallel`: the
+// threads that share one state vector share its check too.
+template <typename T>
+static int64_t FirstNonFiniteIn(const T* v, int64_t n, int chunks,
+                                const ParallelChunks& parallel) {
+  if (chunks <= 1) return FirstNonFinite(v, n);
+  std::vector<int64_t> first(chunks, -1);
+  parallel(chunks, [&](int chunk) {
+    const int64_t begin = n / chunks * chunk + std::min<int64_t>(chunk, n % chunks);
+    const int64_t end = begin + n / chunks + (chunk < n % chunks);
+    const int64_t i = FirstNonFinite(v + begin, end - begin);
+    first[chunk] = i < 0 ? -1 : begin + i;
+  });
+  for (int64_t i : first)
+    if (i >= 0) return i;
+  return -1;
+}
+
+// The smallest flat index offered by the threads of one call: where the
+// first non-finite value of a state is, checked one sample group at a time
+// (right after it was written or before it is read, while it is in cache).
+class FirstIndex {
+ public:
+  void Offer(int64_t i) {
+    int64_t current = index_.load();
+    while (i < current && !index_.compare_exchange_weak(current, i)) {
+    }
+  }
+  int64_t Get() const {
+    const int64_t i = index_.load();
+    return i == kNone ? -1 : i;
+  }
+
+ private:
+  static constexpr int64_t kNone = std::numeric_limits<int64_t>::max();
+  std::atomic<int64_t> index_{kNone};
+};
 
 // Runs fn(0..n-1): n-1 tasks on the pool and one on the calling thread,
 // which then waits. (ParallelFor's cost model kept these coarse tasks on the
@@ -368,39 +437,83 @@ class ExpectationOpBase : public OpKernel {
   }
 };
 
-// The initial state [batch, 2, 2^n] (real parts, imaginary parts) of a
-// from-state op: validated against the program and the angles.
+// Fails on value i (flat index) of a state input that is not finite.
 template <typename T>
-static bool ValidateInitialState(OpKernelContext* c, const Program<T>& program,
-                                 const Tensor& state, int64_t batch) {
+static void FailStateNotFinite(OpKernelContext* c, const Tensor& state, const char* name,
+                               int64_t i) {
+  c->CtxFailure(__FILE__, __LINE__, errors::InvalidArgument(
+      std::string(name) + StateIndex(i, state.dim_size(2)) + " is not finite (" +
+      Num(static_cast<double>(state.flat<T>()(i))) + ")"));
+}
+
+// A state input [batch, 2, 2^n] (real parts, imaginary parts): the initial
+// state of a from-state op or the final state of a from-final-state op,
+// validated against the program and the angles.
+// `rows` is the batch, or 0 for a final_state that the forward op did not
+// keep (then `note` says so). Without check_values, the caller checks that
+// the values are finite (FailStateNotFinite).
+template <typename T>
+static bool ValidateState(OpKernelContext* c, const Program<T>& program,
+                          const Tensor& state, int64_t rows, const char* name,
+                          bool check_values = true, const char* note = "") {
   const int64_t size = int64_t{1} << program.num_qubits;
-  if (state.dims() != 3 || state.dim_size(0) != batch || state.dim_size(1) != 2 ||
+  if (state.dims() != 3 || state.dim_size(0) != rows || state.dim_size(1) != 2 ||
       state.dim_size(2) != size) {
     c->CtxFailure(__FILE__, __LINE__, errors::InvalidArgument(
-        "initial_state must have shape [batch, 2, 2**num_qubits] = " +
-        ShapeString({batch, 2, size}) + ", got " + state.shape().DebugString()));
+        std::string(name) + " must have shape [batch, 2, 2**num_qubits] = " +
+        ShapeString({rows, 2, size}) + note + ", got " + state.shape().DebugString()));
     return false;
   }
+  if (!check_values) return true;
   // With elements, 2 * size fits in int64 (the tensor exists).
   const int64_t i = FirstNonFinite(state.flat<T>().data(), state.NumElements());
-  if (i >= 0) {
+  if (i >= 0) FailStateNotFinite<T>(c, state, name, i);
+  return i < 0;
+}
+
+// upstream [batch, num_observables] of a gradient op, finite.
+template <typename T>
+static bool ValidateUpstream(OpKernelContext* c, const Tensor& upstream, int64_t batch,
+                             int num_obs) {
+  if (upstream.dims() != 2 || upstream.dim_size(0) != batch ||
+      upstream.dim_size(1) != num_obs) {
     c->CtxFailure(__FILE__, __LINE__, errors::InvalidArgument(
-        "initial_state[" + std::to_string(i / (2 * size)) + ", " +
-        std::to_string(i / size % 2) + ", " + std::to_string(i % size) +
-        "] is not finite (" + Num(static_cast<double>(state.flat<T>()(i))) + ")"));
+        "upstream must have shape ", ShapeString({batch, num_obs}),
+        " (batch, num_observables), got ", upstream.shape().DebugString()));
+    return false;
+  }
+  const int64_t bad = FirstNonFinite(upstream.flat<T>().data(), upstream.NumElements());
+  if (bad >= 0) {
+    c->CtxFailure(__FILE__, __LINE__, errors::InvalidArgument(
+        "upstream", Index2(bad, num_obs), " is not finite (",
+        Num(static_cast<double>(upstream.flat<T>()(bad))), ")"));
     return false;
   }
   return true;
 }
 
-// Expectation (kFromState: ExpectationFromState, whose input 6 is the
-// initial state and input 7 the angles).
-template <typename T, bool kFromState>
+// What a kernel computes besides Expectation / ExpectationAdjointGrad, which
+// fixes its inputs after the program (0..5):
+//   kPlain       angles (6) [, upstream (7)]
+//   kFromState   initial_state (6), angles (7) [, upstream (8)]; the gradient
+//                also outputs d_initial_state first
+//   kFinalState  the forward: angles (6), and outputs the final state too
+//                (ExpectationAndState); the gradient: angles (6),
+//                final_state (7), upstream (8), and no forward sweep
+//                (ExpectationAdjointGradFromFinalState)
+enum class Variant { kPlain, kFromState, kFinalState };
+
+// Expectation, ExpectationFromState or ExpectationAndState (see Variant).
+template <typename T, Variant kVariant>
 class ExpectationOp : public ExpectationOpBase<T> {
  public:
-  explicit ExpectationOp(OpKernelConstruction* c) : ExpectationOpBase<T>(c) {}
+  explicit ExpectationOp(OpKernelConstruction* c) : ExpectationOpBase<T>(c) {
+    if (kVariant == Variant::kFinalState)
+      OP_REQUIRES_OK(c, c->GetAttr("max_state_bytes", &max_state_bytes_));
+  }
 
   void Compute(OpKernelContext* c) override {
+    constexpr bool kFromState = kVariant == Variant::kFromState;
     constexpr int kAngles = kFromState ? 7 : 6;
     const std::shared_ptr<const Program<T>> shared = this->Prepare(c, kAngles);
     if (shared == nullptr) return;
@@ -408,102 +521,140 @@ class ExpectationOp : public ExpectationOpBase<T> {
     const Tensor& angles = c->input(kAngles);
     const int64_t batch = angles.dim_size(0);
     const int64_t num_angles = angles.dim_size(1);
-    if (kFromState && !ValidateInitialState(c, program, c->input(6), batch)) return;
+    if (kFromState && !ValidateState(c, program, c->input(6), batch, "initial_state")) return;
     const int num_obs = program.num_observables;
     Tensor* out = AllocateOutput<T>(c, 0, "expectations", {batch, num_obs});
+    if (out == nullptr) return;
+    const int64_t size = int64_t{1} << program.num_qubits;
+    Tensor* final_state = nullptr;
+    // A graph that only needs the expectations (inference) skips the copy.
+    if (kVariant == Variant::kFinalState && c->output_required(1)) {
+      final_state = AllocateOutput<T>(c, 1, "final_state",
+                                      {KeepsStates(batch, size) ? batch : 0, 2, size});
+      if (final_state == nullptr) return;
+    }
+    T* psi_out = final_state != nullptr && final_state->NumElements() > 0
+                     ? final_state->flat<T>().data()
+                     : nullptr;
     // Nothing to compute: also spares a batch of empty rows (angles of shape
     // [2**40, 0] are a valid tensor) a simulation per row.
-    if (out == nullptr || out->NumElements() == 0) return;
+    if (out->NumElements() == 0 && psi_out == nullptr) return;
     const T* psi = kFromState ? c->input(6).flat<T>().data() : nullptr;
-    const int64_t state_stride = kFromState ? 2 * c->input(6).dim_size(2) : 0;
     const T* a = angles.flat<T>().data();
     T* e = out->flat<T>().data();
+    FirstIndex bad_state;
     this->ForEachSample(c, program, batch,
                         [&](auto* sim, int64_t b, int lanes, int chunks,
                             const ParallelChunks& parallel) {
                           sim->Expectations(a + b * num_angles, num_angles, lanes,
                                             e + b * num_obs, chunks, parallel,
-                                            psi == nullptr ? nullptr : psi + b * state_stride);
+                                            psi == nullptr ? nullptr : psi + b * 2 * size);
+                          if (psi_out == nullptr) return;
+                          T* group = psi_out + b * 2 * size;
+                          sim->StoreState(lanes, group);
+                          // Only a non-unitary constant gate (gate_data) can blow it up.
+                          const int64_t i = FirstNonFiniteIn(group, lanes * 2 * size, chunks, parallel);
+                          if (i >= 0) bad_state.Offer(b * 2 * size + i);
                         });
     if (!c->status().ok()) return;
-    CheckResultFinite<T>(c, *out, "expectations",
-                         [num_obs](int64_t i) { return Index2(i, num_obs); });
+    if (!CheckResultFinite<T>(c, *out, "expectations",
+                              [num_obs](int64_t i) { return Index2(i, num_obs); }))
+      return;
+    if (const int64_t i = bad_state.Get(); i >= 0)
+      FailResultNotFinite<T>(c, "final_state" + StateIndex(i, size), psi_out[i]);
   }
+
+ private:
+  // Whether ExpectationAndState outputs the final states of this batch:
+  // the gradient keeps them until it runs, so past max_state_bytes (-1: an
+  // eighth of this machine's memory) it outputs none and the gradient runs
+  // the forward sweep again, in a few states per thread.
+  bool KeepsStates(int64_t batch, int64_t size) const {
+    const double budget =
+        max_state_bytes_ >= 0 ? static_cast<double>(max_state_bytes_) : PhysicalMemoryBytes() / 8;
+    return static_cast<double>(batch) * 2 * static_cast<double>(size) * sizeof(T) <= budget;
+  }
+
+  int64_t max_state_bytes_ = -1;
 };
 
-// ExpectationAdjointGrad (kFromState: ExpectationFromStateAdjointGrad, which
-// also outputs d_initial_state first).
-template <typename T, bool kFromState>
+// ExpectationAdjointGrad, ExpectationFromStateAdjointGrad or
+// ExpectationAdjointGradFromFinalState (see Variant).
+template <typename T, Variant kVariant>
 class ExpectationAdjointGradOp : public ExpectationOpBase<T> {
  public:
   explicit ExpectationAdjointGradOp(OpKernelConstruction* c)
       : ExpectationOpBase<T>(c) {}
 
   void Compute(OpKernelContext* c) override {
+    constexpr bool kFromState = kVariant == Variant::kFromState;
+    constexpr bool kFinalState = kVariant == Variant::kFinalState;
     constexpr int kAngles = kFromState ? 7 : 6;
+    constexpr int kState = kFromState ? 6 : 7;  // initial_state or final_state
+    constexpr int kUpstream = kVariant == Variant::kPlain ? 7 : 8;
     const std::shared_ptr<const Program<T>> shared = this->Prepare(c, kAngles);
     if (shared == nullptr) return;
     const Program<T>& program = *shared;
     const Tensor& angles = c->input(kAngles);
-    const Tensor& upstream = c->input(kAngles + 1);
     const int64_t batch = angles.dim_size(0);
     const int64_t num_angles = angles.dim_size(1);
     const int num_obs = program.num_observables;
-    OP_REQUIRES(c, upstream.dims() == 2 && upstream.dim_size(0) == batch &&
-                       upstream.dim_size(1) == num_obs,
-                errors::InvalidArgument(
-                    "upstream must have shape ", ShapeString({batch, num_obs}),
-                    " (batch, num_observables), got ",
-                    upstream.shape().DebugString()));
-    const int64_t bad = FirstNonFinite(upstream.flat<T>().data(), upstream.NumElements());
-    OP_REQUIRES(c, bad < 0,
-                errors::InvalidArgument(
-                    "upstream", Index2(bad, num_obs), " is not finite (",
-                    Num(static_cast<double>(upstream.flat<T>()(bad < 0 ? 0 : bad))), ")"));
-    const T* psi = nullptr;
-    T* d_psi = nullptr;
-    int64_t state_stride = 0;
+    if (!ValidateUpstream<T>(c, c->input(kUpstream), batch, num_obs)) return;
+    if (kFromState && !ValidateState(c, program, c->input(kState), batch, "initial_state"))
+      return;
+    // An empty final_state: the forward op kept no states (KeepsStates), so
+    // the forward sweep runs again. Its values are checked one sample group
+    // at a time, below, while in cache.
+    const bool kept = kFinalState && !(c->input(kState).dims() == 3 &&
+                                       c->input(kState).dim_size(0) == 0);
+    if (kFinalState &&
+        !ValidateState(c, program, c->input(kState), kept ? batch : 0, "final_state",
+                       /*check_values=*/false,
+                       " (or [0, 2, 2**num_qubits] when ExpectationAndState kept no states)"))
+      return;
+    const int64_t size = int64_t{1} << program.num_qubits;
     Tensor* d_state = nullptr;
-    if (kFromState) {
-      const Tensor& state = c->input(6);
-      if (!ValidateInitialState(c, program, state, batch)) return;
-      OP_REQUIRES_OK(c, c->allocate_output(0, state.shape(), &d_state));
-    }
+    if (kFromState) OP_REQUIRES_OK(c, c->allocate_output(0, c->input(6).shape(), &d_state));
     Tensor* out = nullptr;
     OP_REQUIRES_OK(c, c->allocate_output(kFromState ? 1 : 0, angles.shape(), &out));
     if (out->NumElements() == 0 && (d_state == nullptr || d_state->NumElements() == 0))
       return;  // nothing to compute (see ExpectationOp)
-    if (kFromState) {
-      psi = c->input(6).flat<T>().data();
-      d_psi = d_state->flat<T>().data();
-      state_stride = 2 * c->input(6).dim_size(2);
-    }
+    const T* psi = kFromState || kept ? c->input(kState).flat<T>().data() : nullptr;
+    T* d_psi = d_state == nullptr ? nullptr : d_state->flat<T>().data();
     const T* a = angles.flat<T>().data();
-    const T* u = upstream.flat<T>().data();
+    const T* u = c->input(kUpstream).flat<T>().data();
     T* d = out->flat<T>().data();
+    FirstIndex bad_state;
     this->ForEachSample(c, program, batch,
                         [&](auto* sim, int64_t b, int lanes, int chunks,
                             const ParallelChunks& parallel) {
                           thread_local std::vector<double> grad;
                           grad.assign(lanes * num_angles, 0.0);
-                          sim->Gradient(a + b * num_angles, num_angles, lanes,
-                                        u + b * num_obs, grad.data(), chunks, parallel,
-                                        psi == nullptr ? nullptr : psi + b * state_stride,
-                                        d_psi == nullptr ? nullptr : d_psi + b * state_stride);
+                          if (kept) {
+                            const T* group = psi + b * 2 * size;
+                            const int64_t i = FirstNonFiniteIn(group, lanes * 2 * size, chunks, parallel);
+                            if (i >= 0) return bad_state.Offer(b * 2 * size + i);
+                            sim->GradientFromFinalState(group, a + b * num_angles, num_angles, lanes,
+                                                        u + b * num_obs, grad.data(), chunks,
+                                                        parallel);
+                          } else {
+                            sim->Gradient(a + b * num_angles, num_angles, lanes,
+                                          u + b * num_obs, grad.data(), chunks, parallel,
+                                          kFromState ? psi + b * 2 * size : nullptr,
+                                          d_psi == nullptr ? nullptr : d_psi + b * 2 * size);
+                          }
                           for (int64_t i = 0; i < lanes * num_angles; ++i)
                             d[b * num_angles + i] = static_cast<T>(grad[i]);
                         });
     if (!c->status().ok()) return;
+    if (const int64_t i = bad_state.Get(); i >= 0)
+      return FailStateNotFinite<T>(c, c->input(kState), "final_state", i);
     if (!CheckResultFinite<T>(c, *out, "d_angles",
                               [num_angles](int64_t i) { return Index2(i, num_angles); }))
       return;
-    if (d_state != nullptr) {
-      const int64_t size = d_state->dim_size(2);
-      CheckResultFinite<T>(c, *d_state, "d_initial_state", [size](int64_t i) {
-        return "[" + std::to_string(i / (2 * size)) + ", " + std::to_string(i / size % 2) +
-               ", " + std::to_string(i % size) + "]";
-      });
-    }
+    if (d_state != nullptr)
+      CheckResultFinite<T>(c, *d_state, "d_initial_state",
+                           [size](int64_t i) { return StateIndex(i, size); });
   }
 };
 
@@ -511,11 +662,16 @@ class ExpectationAdjointGradOp : public ExpectationOpBase<T> {
   REGISTER_KERNEL_BUILDER(              \
       Name(NAME).Device(DEVICE_CPU).TypeConstraint<T>("T"), KERNEL)
 #define REGISTER(T)                                                                      \
-  REGISTER_ONE("QkerasHybrid>Expectation", T, (ExpectationOp<T, false>));                \
-  REGISTER_ONE("QkerasHybrid>ExpectationAdjointGrad", T, (ExpectationAdjointGradOp<T, false>)); \
-  REGISTER_ONE("QkerasHybrid>ExpectationFromState", T, (ExpectationOp<T, true>));        \
+  REGISTER_ONE("QkerasHybrid>Expectation", T, (ExpectationOp<T, Variant::kPlain>));      \
+  REGISTER_ONE("QkerasHybrid>ExpectationAdjointGrad", T,                                 \
+               (ExpectationAdjointGradOp<T, Variant::kPlain>));                          \
+  REGISTER_ONE("QkerasHybrid>ExpectationFromState", T, (ExpectationOp<T, Variant::kFromState>)); \
   REGISTER_ONE("QkerasHybrid>ExpectationFromStateAdjointGrad", T,                        \
-               (ExpectationAdjointGradOp<T, true>));
+               (ExpectationAdjointGradOp<T, Variant::kFromState>));                      \
+  REGISTER_ONE("QkerasHybrid>ExpectationAndState", T,                                    \
+               (ExpectationOp<T, Variant::kFinalState>));                                \
+  REGISTER_ONE("QkerasHybrid>ExpectationAdjointGradFromFinalState", T,                   \
+               (ExpectationAdjointGradOp<T, Variant::kFinalState>));
 REGISTER(float)
 REGISTER(double)
 #undef REGISTER_ONE

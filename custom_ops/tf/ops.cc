@@ -31,6 +31,48 @@ static Status ProgramShapes(InferenceContext* c, ShapeHandle* angles,
   return ::tensorflow::OkStatus();
 }
 
+// 2**num_qubits when num_qubits (input 0) is a known, valid constant; else
+// unknown (the kernel names a bad value).
+static DimensionHandle StateSize(InferenceContext* c) {
+  const ::tensorflow::Tensor* n = c->input_tensor(0);
+  if (n == nullptr || n->dims() != 0) return c->UnknownDim();
+  const int32_t qubits = n->scalar<int32_t>()();
+  if (qubits < 1 || qubits > 62) return c->UnknownDim();
+  return c->MakeDim(int64_t{1} << qubits);
+}
+
+// initial_state (input 6) is [batch, 2, 2**num_qubits]: real, imaginary parts.
+static Status InitialStateShape(InferenceContext* c, ShapeHandle angles,
+                                ShapeHandle* state) {
+  DimensionHandle d;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(6), 3, state));
+  TF_RETURN_IF_ERROR(c->WithValue(c->Dim(*state, 1), 2, &d));
+  TF_RETURN_IF_ERROR(c->Merge(c->Dim(*state, 0), c->Dim(angles, 0), &d));
+  return ::tensorflow::OkStatus();
+}
+
+// final_state (input 7) is [batch or 0, 2, 2**num_qubits] (see
+// ExpectationAndState).
+static Status FinalStateShape(InferenceContext* c) {
+  ShapeHandle state;
+  DimensionHandle d;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(7), 3, &state));
+  TF_RETURN_IF_ERROR(c->WithValue(c->Dim(state, 1), 2, &d));
+  TF_RETURN_IF_ERROR(c->Merge(c->Dim(state, 2), StateSize(c), &d));
+  return ::tensorflow::OkStatus();
+}
+
+// upstream (input `input`) is [batch, num_observables].
+static Status UpstreamShape(InferenceContext* c, int input, ShapeHandle angles,
+                            DimensionHandle num_observables) {
+  ShapeHandle upstream;
+  DimensionHandle d;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(input), 2, &upstream));
+  TF_RETURN_IF_ERROR(c->Merge(c->Dim(upstream, 0), c->Dim(angles, 0), &d));
+  TF_RETURN_IF_ERROR(c->Merge(c->Dim(upstream, 1), num_observables, &d));
+  return ::tensorflow::OkStatus();
+}
+
 REGISTER_OP("QkerasHybrid>Expectation")
     .Input("num_qubits: int32")
     .Input("block_meta: int32")
@@ -65,12 +107,10 @@ REGISTER_OP("QkerasHybrid>ExpectationAdjointGrad")
     .Output("d_angles: T")
     .Attr("T: {float, double}")
     .SetShapeFn([](InferenceContext* c) {
-      ShapeHandle angles, upstream;
-      DimensionHandle num_observables, d;
+      ShapeHandle angles;
+      DimensionHandle num_observables;
       TF_RETURN_IF_ERROR(ProgramShapes(c, &angles, &num_observables));
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(7), 2, &upstream));
-      TF_RETURN_IF_ERROR(c->Merge(c->Dim(upstream, 0), c->Dim(angles, 0), &d));
-      TF_RETURN_IF_ERROR(c->Merge(c->Dim(upstream, 1), num_observables, &d));
+      TF_RETURN_IF_ERROR(UpstreamShape(c, 7, angles, num_observables));
       c->set_output(0, angles);
       return ::tensorflow::OkStatus();
     })
@@ -78,16 +118,6 @@ REGISTER_OP("QkerasHybrid>ExpectationAdjointGrad")
 Adjoint-method vector-Jacobian product of QkerasHybrid>Expectation:
 d_angles[b, a] = sum_o upstream[b, o] d<O_o>/d angles[b, a].
 )doc");
-
-// initial_state (input 6) is [batch, 2, 2**num_qubits]: real, imaginary parts.
-static Status InitialStateShape(InferenceContext* c, ShapeHandle angles,
-                                ShapeHandle* state) {
-  DimensionHandle d;
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(6), 3, state));
-  TF_RETURN_IF_ERROR(c->WithValue(c->Dim(*state, 1), 2, &d));
-  TF_RETURN_IF_ERROR(c->Merge(c->Dim(*state, 0), c->Dim(angles, 0), &d));
-  return ::tensorflow::OkStatus();
-}
 
 REGISTER_OP("QkerasHybrid>ExpectationFromState")
     .Input("num_qubits: int32")
@@ -130,13 +160,11 @@ REGISTER_OP("QkerasHybrid>ExpectationFromStateAdjointGrad")
     .Output("d_angles: T")
     .Attr("T: {float, double}")
     .SetShapeFn([](InferenceContext* c) {
-      ShapeHandle angles, state, upstream;
-      DimensionHandle num_observables, d;
+      ShapeHandle angles, state;
+      DimensionHandle num_observables;
       TF_RETURN_IF_ERROR(ProgramShapes(c, &angles, &num_observables, 7));
       TF_RETURN_IF_ERROR(InitialStateShape(c, angles, &state));
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(8), 2, &upstream));
-      TF_RETURN_IF_ERROR(c->Merge(c->Dim(upstream, 0), c->Dim(angles, 0), &d));
-      TF_RETURN_IF_ERROR(c->Merge(c->Dim(upstream, 1), num_observables, &d));
+      TF_RETURN_IF_ERROR(UpstreamShape(c, 8, angles, num_observables));
       c->set_output(0, state);
       c->set_output(1, angles);
       return ::tensorflow::OkStatus();
@@ -144,6 +172,68 @@ REGISTER_OP("QkerasHybrid>ExpectationFromStateAdjointGrad")
     .Doc(R"doc(
 Adjoint-method vector-Jacobian product of QkerasHybrid>ExpectationFromState
 with respect to the initial state (real and imaginary parts) and the angles.
+)doc");
+
+// The forward op of a gradient that reuses the forward's final state: a
+// new op beside Expectation, whose signature saved models pin.
+REGISTER_OP("QkerasHybrid>ExpectationAndState")
+    .Input("num_qubits: int32")
+    .Input("block_meta: int32")
+    .Input("gate_meta: int32")
+    .Input("gate_data: float64")
+    .Input("pauli_masks: int64")
+    .Input("pauli_coeffs: float64")
+    .Input("angles: T")
+    .Output("expectations: T")
+    .Output("final_state: T")
+    .Attr("T: {float, double}")
+    .Attr("max_state_bytes: int = -1")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle angles;
+      DimensionHandle num_observables;
+      TF_RETURN_IF_ERROR(ProgramShapes(c, &angles, &num_observables));
+      c->set_output(0, c->Matrix(c->Dim(angles, 0), num_observables));
+      c->set_output(1, c->MakeShape({c->UnknownDim(), c->MakeDim(2), StateSize(c)}));
+      return ::tensorflow::OkStatus();
+    })
+    .Doc(R"doc(
+QkerasHybrid>Expectation that also outputs the final state U|0...0> of each
+sample, for QkerasHybrid>ExpectationAdjointGradFromFinalState.
+expectations: [batch, num_observables].
+final_state: [batch, 2, 2**num_qubits], real then imaginary parts; bit q of the
+amplitude index is qubit q. [0, 2, 2**num_qubits] (no states kept) when the
+batch's states would take more than max_state_bytes (-1: an eighth of the
+machine's memory): the gradient then runs the forward sweep again. Not
+computed when no consumer needs it (a graph that only uses expectations).
+)doc");
+
+REGISTER_OP("QkerasHybrid>ExpectationAdjointGradFromFinalState")
+    .Input("num_qubits: int32")
+    .Input("block_meta: int32")
+    .Input("gate_meta: int32")
+    .Input("gate_data: float64")
+    .Input("pauli_masks: int64")
+    .Input("pauli_coeffs: float64")
+    .Input("angles: T")
+    .Input("final_state: T")
+    .Input("upstream: T")
+    .Output("d_angles: T")
+    .Attr("T: {float, double}")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle angles;
+      DimensionHandle num_observables;
+      TF_RETURN_IF_ERROR(ProgramShapes(c, &angles, &num_observables));
+      TF_RETURN_IF_ERROR(FinalStateShape(c));
+      TF_RETURN_IF_ERROR(UpstreamShape(c, 8, angles, num_observables));
+      c->set_output(0, angles);
+      return ::tensorflow::OkStatus();
+    })
+    .Doc(R"doc(
+QkerasHybrid>ExpectationAdjointGrad without the forward sweep: it starts from
+final_state, the final_state output of QkerasHybrid>ExpectationAndState at the
+same angles (exact only for that state). An empty final_state
+[0, 2, 2**num_qubits] (no states kept) runs the forward sweep again.
+d_angles[b, a] = sum_o upstream[b, o] d<O_o>/d angles[b, a].
 )doc");
 
 }  // namespace qkh

@@ -14,6 +14,28 @@ from qkeras_hybrid.circuits.angles import AngleMap
 from qkeras_hybrid.circuits.program import bind_angle, build_program
 
 
+# From this many qubits on, `CompiledCircuit.expectation` runs the forward op
+# that also outputs each sample's final state, and its gradient un-applies the
+# circuit from that state instead of running the forward sweep again. Below,
+# that sweep is cheap and copying the states out (and keeping them for the
+# gradient) is pure overhead; from 12 qubits on the repeated forward sweep is
+# about 17% of forward + gradient.
+STATE_REUSE_QUBITS = 12
+
+
+def _may_differentiate():
+    """False only when this call's result cannot be differentiated: eagerly,
+    with no gradient tape recording. (A graph may be differentiated later by
+    `tf.gradients`; there an unused final state is never computed.)"""
+    if not tf.executing_eagerly():
+        return True
+    try:
+        from tensorflow.python.eager import record
+    except ImportError:  # pragma: no cover - a TF without this module
+        return True
+    return record.could_possibly_record()
+
+
 def is_qiskit_circuit(circuit):
     try:
         from qiskit import QuantumCircuit
@@ -150,6 +172,9 @@ class CompiledCircuit:
     def expectation(self, symbol_values, dtype=tf.float32):
         """<O_o> for each row of symbol values [B, S] -> [B, O]; differentiable."""
         values = self._symbol_values(symbol_values, dtype)
+        if self.num_qubits >= STATE_REUSE_QUBITS and _may_differentiate():
+            expectations, _ = ops.expectation_and_state(*self._program_inputs, self.angles(values))
+            return expectations
         return ops.expectation(*self._program_inputs, self.angles(values))
 
     def expectation_from_state(self, initial_state, symbol_values, dtype=tf.float32):

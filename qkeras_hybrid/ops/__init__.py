@@ -16,6 +16,8 @@ __all__ = [
     "OpLibraryError",
     "expectation",
     "expectation_adjoint_grad",
+    "expectation_adjoint_grad_from_final_state",
+    "expectation_and_state",
     "expectation_from_state",
     "expectation_from_state_adjoint_grad",
     "library_path",
@@ -26,6 +28,7 @@ __all__ = [
 EXPECTATION_OP = "QkerasHybrid>Expectation"
 GRAD_OP = "QkerasHybrid>ExpectationAdjointGrad"
 FROM_STATE_OP = "QkerasHybrid>ExpectationFromState"
+AND_STATE_OP = "QkerasHybrid>ExpectationAndState"
 
 # The program inputs in op order, with the dtype each op input has.
 _PROGRAM_DTYPES = (
@@ -200,3 +203,108 @@ def expectation_from_state_adjoint_grad(
 def _expectation_from_state_grad(op, upstream):
     d_state, d_angles = expectation_from_state_adjoint_grad(*op.inputs, upstream)
     return [None] * 6 + [d_state, d_angles]
+
+
+def expectation_and_state(
+    num_qubits, block_meta, gate_meta, gate_data, pauli_masks, pauli_coeffs, angles, max_state_bytes=None
+):
+    """Raw op: `(expectations [B, O], final_state [B, 2, 2**n])` at `angles` [B, A].
+
+    `expectations` are those of `expectation`. `final_state` holds the state
+    U|0...0> each sample ends in: real parts, then imaginary parts, with bit q
+    of the amplitude index = register qubit q (the layout of
+    `expectation_from_state`'s `initial_state`; the reverse of Cirq's order).
+    The registered gradient un-applies the circuit from these states
+    (`expectation_adjoint_grad_from_final_state`) instead of running it
+    again, which saves the forward sweep at the cost of keeping B states
+    until the gradient runs. So when the batch's states would take more than
+    `max_state_bytes` (default: an eighth of the machine's memory),
+    `final_state` is empty, `[0, 2, 2**n]`, and the gradient runs the forward
+    sweep again. Inside a graph that uses only `expectations` (inference), the
+    states are not copied out.
+
+    Only `expectations` is differentiable: a gradient flowing into
+    `final_state` raises `tf.errors.UnimplementedError` (eagerly, a nonzero
+    one; in a graph, any but TF's zeros for an unused output), since the
+    adjoint sweep would have to start from a co-state the simulator does not
+    take yet.
+    """
+    num_qubits, block_meta, gate_meta, gate_data, pauli_masks, pauli_coeffs = _program(
+        num_qubits, block_meta, gate_meta, gate_data, pauli_masks, pauli_coeffs)
+    (angles,) = _floats(angles=angles)
+    if max_state_bytes is None:
+        max_state_bytes = -1
+    elif not isinstance(max_state_bytes, (int, np.integer)) or isinstance(max_state_bytes, bool) \
+            or max_state_bytes < 0:
+        raise ValueError(f"max_state_bytes must be a non-negative integer or None, got {max_state_bytes!r}")
+    return tuple(load().qkeras_hybrid_expectation_and_state(
+        num_qubits=num_qubits,
+        block_meta=block_meta,
+        gate_meta=gate_meta,
+        gate_data=gate_data,
+        pauli_masks=pauli_masks,
+        pauli_coeffs=pauli_coeffs,
+        angles=angles,
+        max_state_bytes=int(max_state_bytes),
+    ))
+
+
+def expectation_adjoint_grad_from_final_state(
+    num_qubits, block_meta, gate_meta, gate_data, pauli_masks, pauli_coeffs, angles, final_state, upstream
+):
+    """Raw op: `expectation_adjoint_grad` started from the circuit's final state.
+
+    `final_state` [B, 2, 2**n] must be the `final_state` output of
+    `expectation_and_state` at the same `angles`: the adjoint sweep un-applies
+    the circuit from it, skipping the forward sweep. The result is exact only
+    for that state. An empty `final_state` [0, 2, 2**n] (no states kept) runs
+    the forward sweep again, like `expectation_adjoint_grad`.
+    """
+    num_qubits, block_meta, gate_meta, gate_data, pauli_masks, pauli_coeffs = _program(
+        num_qubits, block_meta, gate_meta, gate_data, pauli_masks, pauli_coeffs)
+    angles, final_state, upstream = _floats(angles=angles, final_state=final_state, upstream=upstream)
+    return load().qkeras_hybrid_expectation_adjoint_grad_from_final_state(
+        num_qubits=num_qubits,
+        block_meta=block_meta,
+        gate_meta=gate_meta,
+        gate_data=gate_data,
+        pauli_masks=pauli_masks,
+        pauli_coeffs=pauli_coeffs,
+        angles=angles,
+        final_state=final_state,
+        upstream=upstream,
+    )
+
+
+@tf.RegisterGradient(AND_STATE_OP)
+def _expectation_and_state_grad(op, upstream, upstream_state):
+    if not _is_zero_gradient(upstream_state):
+        # Exact would be the adjoint sweep from the co-state O_w psi + upstream_state / 2,
+        # which the simulator's GradientFromFinalState does not take yet.
+        node = f", node {op.name!r}" if hasattr(op, "name") else ""  # eager ops have no name
+        raise tf.errors.UnimplementedError(
+            None, None,
+            f"The final_state output of {AND_STATE_OP} (qkeras_hybrid.ops.expectation_and_state{node}) is "
+            "not differentiable yet, but a gradient flows into it: only its expectations output has a "
+            "gradient. Differentiate the expectations only, or tf.stop_gradient the state.")
+    if upstream is None:
+        return [None] * 7
+    d_angles = expectation_adjoint_grad_from_final_state(*op.inputs, op.outputs[1], upstream)
+    return [None] * 6 + [d_angles]
+
+
+def _is_zero_gradient(grad):
+    """Whether `grad` is absent or zero: eagerly by its values; in a graph,
+    whether it is one of the zero tensors TF's gradient code fills in for an
+    unused output (ZerosLike, or zeros as a Const or a Fill)."""
+    if grad is None:
+        return True
+    if tf.executing_eagerly():
+        return not bool(tf.reduce_any(tf.not_equal(grad, 0)))
+    op = grad.op
+    if op.type == "ZerosLike":
+        return True
+    if op.type in ("Const", "Fill"):
+        value = tf.get_static_value(op.inputs[1] if op.type == "Fill" else grad)
+        return value is not None and not np.any(value)
+    return False
