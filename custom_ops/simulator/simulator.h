@@ -11,10 +11,11 @@
 //
 // Per sample the work is: build every block's matrix from the sample's angles
 // (small dense products), sweep the blocks forward over the state, measure.
-// The gradient sweeps back once: a single pass per block un-applies the block
-// to both the state and the co-state and accumulates the block-local
-// 2^k x 2^k matrix R = sum_rest phi_before (x) conj(lambda_after); every
-// angle's derivative then follows from R with small matrix algebra only.
+// The gradient sweeps back once: a single pass per block (of 1 or 2 qubits;
+// 3-qubit blocks take 2 + 2^3) un-applies the block to both the state and the
+// co-state and accumulates the block-local 2^k x 2^k matrix
+// R = sum_rest phi_before (x) conj(lambda_after); every angle's derivative
+// then follows from R with small matrix algebra only.
 #ifndef QKERAS_HYBRID_SIMULATOR_SIMULATOR_H_
 #define QKERAS_HYBRID_SIMULATOR_SIMULATOR_H_
 
@@ -232,6 +233,15 @@ class Simulator {
   template <int V>
   using Int = std::integral_constant<int, V>;
 
+  // The vectors a kernel works on: the state and the co-state.
+  struct Vectors {
+    FP* sr;
+    FP* si;
+    FP* lr;
+    FP* li;
+  };
+  Vectors Full() { return {sr_.data(), si_.data(), lr_.data(), li_.data()}; }
+
   void Backward(const FP* upstream, double* d_angles, int64_t angle_stride,
                 int lanes, int num_chunks, const ParallelChunks& parallel) {
     ApplyObservables(upstream, lanes, num_chunks, parallel);
@@ -403,21 +413,23 @@ class Simulator {
     BuildMatrices(angles, angle_stride, lanes);
     for (size_t b = 0; b < p_.blocks.size(); ++b) {
       const Block& blk = p_.blocks[b];
-      const FP* mr = block_mr_[b];
-      const FP* mi = block_mi_[b];
-      const uint64_t groups = size_ >> blk.k;
       auto run = [&](int chunk) {
         uint64_t g0, g1;
-        ChunkRange(groups, num_chunks, chunk, &g0, &g1);
-        Dispatch(blk, [&](auto k, auto diagonal, auto real, auto imag) {
-          if constexpr (diagonal)
-            ForwardDiagonal<k, imag>(blk, mr, mi, g0, g1);
-          else
-            ApplyDense<k, real, imag>(blk, mr, mi, sr_.data(), si_.data(), g0, g1);
-        });
+        ChunkRange(size_ >> blk.k, num_chunks, chunk, &g0, &g1);
+        ForwardKernel(blk, static_cast<int>(b), Full(), g0, g1);
       };
       if (num_chunks == 1) run(0); else parallel(num_chunks, run);
     }
+  }
+
+  // Applies block b to groups [g0, g1) of v's state.
+  void ForwardKernel(const Block& blk, int b, const Vectors& v, uint64_t g0, uint64_t g1) {
+    Dispatch(blk, [&](auto k, auto diagonal, auto real, auto imag) {
+      if constexpr (diagonal)
+        ForwardDiagonal<k, imag>(blk, block_mr_[b], block_mi_[b], v.sr, v.si, g0, g1);
+      else
+        ApplyDense<k, real, imag>(blk, block_mr_[b], block_mi_[b], v.sr, v.si, g0, g1);
+    });
   }
 
   // v <- M v on every group of (re, im); kReal: M has no imaginary part;
@@ -471,8 +483,8 @@ class Simulator {
   }
 
   template <int K, bool kImag>
-  void ForwardDiagonal(const Block& blk, const FP* m_re, const FP* m_im,
-                       uint64_t g0, uint64_t g1) {
+  static void ForwardDiagonal(const Block& blk, const FP* m_re, const FP* m_im,
+                              FP* const re, FP* const im, uint64_t g0, uint64_t g1) {
     constexpr int D = 1 << K;
     FP dr[D * W], di[D * W];
     for (int l = 0; l < D; ++l)
@@ -480,8 +492,6 @@ class Simulator {
         dr[l * W + s] = m_re[(l * D + l) * W + s];
         di[l * W + s] = m_im[(l * D + l) * W + s];
       }
-    FP* const re = sr_.data();
-    FP* const im = si_.data();
     for (uint64_t g = g0; g < g1;) {
       const uint64_t len = RunLength(blk, g, g1);
       const uint64_t base = GroupBase(g, blk.sorted_qubits, K);
@@ -701,14 +711,12 @@ class Simulator {
     }
   }
 
+  // Un-applies block b from the state and the co-state, and adds the
+  // derivatives of the angles it uses.
   void BackwardBlock(int b, double* d_angles, int64_t angle_stride, int lanes,
                      int num_chunks, const ParallelChunks& parallel) {
     const Block& blk = p_.blocks[b];
-    const int dim = blk.dim;
-    const FP* mr = block_mr_[b];
-    const FP* mi = block_mi_[b];
-    const uint64_t groups = size_ >> blk.k;
-    const int rsize = (IsDiagonal(blk) ? dim : dim * dim) * W;
+    const int rsize = (IsDiagonal(blk) ? blk.dim : blk.dim * blk.dim) * W;
     std::vector<FP>& pr = r_partial_re_;
     std::vector<FP>& pi = r_partial_im_;
     if (blk.has_angles) {
@@ -717,22 +725,10 @@ class Simulator {
     }
     auto run = [&](int chunk) {
       uint64_t g0, g1;
-      ChunkRange(groups, num_chunks, chunk, &g0, &g1);
+      ChunkRange(size_ >> blk.k, num_chunks, chunk, &g0, &g1);
       FP* rr = blk.has_angles ? pr.data() + chunk * rsize : nullptr;
       FP* ri = blk.has_angles ? pi.data() + chunk * rsize : nullptr;
-      Dispatch(blk, [&](auto k, auto diagonal, auto real, auto imag) {
-        if (rr == nullptr) {
-          if constexpr (diagonal)
-            BackwardDiagonal<k, false, imag>(blk, mr, mi, g0, g1, rr, ri);
-          else
-            BackwardDense<k, real, false, imag>(blk, mr, mi, g0, g1, rr, ri);
-        } else {
-          if constexpr (diagonal)
-            BackwardDiagonal<k, true, imag>(blk, mr, mi, g0, g1, rr, ri);
-          else
-            BackwardDense<k, real, true, imag>(blk, mr, mi, g0, g1, rr, ri);
-        }
-      });
+      BackwardKernel(blk, b, Full(), g0, g1, rr, ri);
     };
     if (num_chunks == 1) run(0); else parallel(num_chunks, run);
     if (!blk.has_angles) return;
@@ -742,11 +738,32 @@ class Simulator {
         pi[i] += pi[c * rsize + i];
       }
     if (IsDiagonal(blk))
-      DiagonalAngleGradients(blk, mr, mi, pr.data(), pi.data(), d_angles,
+      DiagonalAngleGradients(blk, block_mr_[b], block_mi_[b], pr.data(), pi.data(), d_angles,
                              angle_stride, lanes);
     else
-      DenseAngleGradients(blk, mr, mi, pr.data(), pi.data(), d_angles,
+      DenseAngleGradients(blk, block_mr_[b], block_mi_[b], pr.data(), pi.data(), d_angles,
                           angle_stride, lanes);
+  }
+
+  // Un-applies block b from groups [g0, g1) of v's state and co-state;
+  // with r_re, adds the block's R there.
+  void BackwardKernel(const Block& blk, int b, const Vectors& v, uint64_t g0, uint64_t g1,
+                      FP* r_re, FP* r_im) {
+    const FP* mr = block_mr_[b];
+    const FP* mi = block_mi_[b];
+    Dispatch(blk, [&](auto k, auto diagonal, auto real, auto imag) {
+      if (r_re == nullptr) {
+        if constexpr (diagonal)
+          BackwardDiagonal<k, false, imag>(blk, mr, mi, v, g0, g1, r_re, r_im);
+        else
+          BackwardDense<k, real, false, imag>(blk, mr, mi, v, g0, g1, r_re, r_im);
+      } else {
+        if constexpr (diagonal)
+          BackwardDiagonal<k, true, imag>(blk, mr, mi, v, g0, g1, r_re, r_im);
+        else
+          BackwardDense<k, real, true, imag>(blk, mr, mi, v, g0, g1, r_re, r_im);
+      }
+    });
   }
 
   // phi <- M^dagger phi and lambda <- M^dagger lambda and, with kWithR,
@@ -755,12 +772,11 @@ class Simulator {
   // each loop keeps few accumulators and vectorizes.
   template <int K, bool kReal, bool kWithR, bool kImag>
   void BackwardDense(const Block& blk, const FP* m_re, const FP* m_im,
-                     uint64_t g0, uint64_t g1, FP* r_re, FP* r_im) {
+                     const Vectors& v, uint64_t g0, uint64_t g1, FP* r_re, FP* r_im) {
     constexpr int D = 1 << K;
-    FP* const state[4] = {sr_.data(), si_.data(), lr_.data(), li_.data()};
-    if constexpr (K == 1 && kWithR) {
-      // One qubit: R' fits in registers, so one fused pass does it all.
-      return BackwardOneQubit<kReal, kImag>(blk, m_re, m_im, g0, g1, r_re, r_im);
+    FP* const state[4] = {v.sr, v.si, v.lr, v.li};
+    if constexpr (K <= 2 && kWithR) {
+      return BackwardFused<K, kReal, kImag>(blk, m_re, m_im, v, g0, g1, r_re, r_im);
     }
     if constexpr (kWithR) {
       FP pr[D * D * W], pi[D * D * W];  // R'
@@ -817,72 +833,83 @@ class Simulator {
     ApplyDense<K, kReal, kImag>(blk, hr, hi, state[2], state[3], g0, g1);
   }
 
-  // BackwardDense for a 1-qubit block in a single pass over the state:
-  // R' += phi_after (x) conj(lambda_after), then both un-applied by M^dagger.
-  template <bool kReal, bool kImag>
-  void BackwardOneQubit(const Block& blk, const FP* m_re, const FP* m_im,
-                        uint64_t g0, uint64_t g1, FP* r_re, FP* r_im) {
-    FP hr[4 * W], hi[4 * W];  // M^dagger
-    for (int i = 0; i < 2; ++i)
-      for (int j = 0; j < 2; ++j)
+  // BackwardDense for a block of K <= 2 qubits in a single pass over the
+  // state: R' += phi_after (x) conj(lambda_after), then both un-applied by
+  // M^dagger (R' and M^dagger stay in registers or L1; the pass streams the
+  // two vectors once instead of 2 + 2^K times).
+  template <int K, bool kReal, bool kImag>
+  void BackwardFused(const Block& blk, const FP* m_re, const FP* m_im,
+                     const Vectors& v, uint64_t g0, uint64_t g1, FP* r_re, FP* r_im) {
+    constexpr int D = 1 << K;
+    FP hr[D * D * W], hi[D * D * W];  // M^dagger
+    for (int i = 0; i < D; ++i)
+      for (int j = 0; j < D; ++j)
         for (int s = 0; s < W; ++s) {
-          hr[(i * 2 + j) * W + s] = m_re[(j * 2 + i) * W + s];
-          hi[(i * 2 + j) * W + s] = kReal ? FP{0} : -m_im[(j * 2 + i) * W + s];
+          hr[(i * D + j) * W + s] = m_re[(j * D + i) * W + s];
+          hi[(i * D + j) * W + s] = kReal ? FP{0} : -m_im[(j * D + i) * W + s];
         }
-    FP rr[4 * W] = {}, ri[4 * W] = {};
-    const uint64_t off = blk.offsets[1] * W;
+    FP rr[D * D * W] = {}, ri[D * D * W] = {};
     for (uint64_t g = g0; g < g1;) {
       const uint64_t len = RunLength(blk, g, g1);
-      const uint64_t base = GroupBase(g, blk.sorted_qubits, 1) * W;
-      FP* const ar = sr_.data() + base;
-      FP* const ai = si_.data() + base;
-      FP* const br = lr_.data() + base;
-      FP* const bi = li_.data() + base;
+      const uint64_t base = GroupBase(g, blk.sorted_qubits, K);
+      FP* ar[D];
+      FP* ai[D];
+      FP* br[D];
+      FP* bi[D];
+      for (int l = 0; l < D; ++l) {
+        const uint64_t off = (base + blk.offsets[l]) * W;
+        ar[l] = v.sr + off;
+        ai[l] = v.si + off;
+        br[l] = v.lr + off;
+        bi[l] = v.li + off;
+      }
       for (uint64_t t = 0; t < len; ++t)
 #pragma GCC ivdep
         for (int s = 0; s < W; ++s) {
-          const uint64_t x0 = t * W + s, x1 = x0 + off;
-          const FP a0 = ar[x0], a1 = ar[x1], b0 = br[x0], b1 = br[x1];
-          const FP c0 = kImag ? ai[x0] : FP{0}, c1 = kImag ? ai[x1] : FP{0};
-          const FP d0 = kImag ? bi[x0] : FP{0}, d1 = kImag ? bi[x1] : FP{0};
-          rr[0 * W + s] += a0 * b0 + c0 * d0;
-          rr[1 * W + s] += a0 * b1 + c0 * d1;
-          rr[2 * W + s] += a1 * b0 + c1 * d0;
-          rr[3 * W + s] += a1 * b1 + c1 * d1;
-          if constexpr (kImag) {
-            ri[0 * W + s] += c0 * b0 - a0 * d0;
-            ri[1 * W + s] += c0 * b1 - a0 * d1;
-            ri[2 * W + s] += c1 * b0 - a1 * d0;
-            ri[3 * W + s] += c1 * b1 - a1 * d1;
+          const uint64_t x = t * W + s;
+          FP a[D], b[D], c[D], d[D];  // phi = a + i c, lambda = b + i d
+          for (int l = 0; l < D; ++l) {
+            a[l] = ar[l][x];
+            b[l] = br[l][x];
+            c[l] = kImag ? ai[l][x] : FP{0};
+            d[l] = kImag ? bi[l][x] : FP{0};
           }
-          const FP u00 = hr[0 * W + s], u01 = hr[1 * W + s], u10 = hr[2 * W + s], u11 = hr[3 * W + s];
-          ar[x0] = u00 * a0 + u01 * a1;
-          ar[x1] = u10 * a0 + u11 * a1;
-          br[x0] = u00 * b0 + u01 * b1;
-          br[x1] = u10 * b0 + u11 * b1;
-          if constexpr (kImag) {
-            ai[x0] = u00 * c0 + u01 * c1;
-            ai[x1] = u10 * c0 + u11 * c1;
-            bi[x0] = u00 * d0 + u01 * d1;
-            bi[x1] = u10 * d0 + u11 * d1;
-            if constexpr (!kReal) {
-              const FP v00 = hi[0 * W + s], v01 = hi[1 * W + s], v10 = hi[2 * W + s], v11 = hi[3 * W + s];
-              ar[x0] -= v00 * c0 + v01 * c1;
-              ar[x1] -= v10 * c0 + v11 * c1;
-              ai[x0] += v00 * a0 + v01 * a1;
-              ai[x1] += v10 * a0 + v11 * a1;
-              br[x0] -= v00 * d0 + v01 * d1;
-              br[x1] -= v10 * d0 + v11 * d1;
-              bi[x0] += v00 * b0 + v01 * b1;
-              bi[x1] += v10 * b0 + v11 * b1;
+          for (int i = 0; i < D; ++i)
+            for (int j = 0; j < D; ++j) {
+              rr[(i * D + j) * W + s] += a[i] * b[j] + c[i] * d[j];
+              if constexpr (kImag) ri[(i * D + j) * W + s] += c[i] * b[j] - a[i] * d[j];
+            }
+          for (int r = 0; r < D; ++r) {
+            FP pa = 0, pc = 0, pb = 0, pd = 0;
+            for (int q = 0; q < D; ++q) {
+              const FP u = hr[(r * D + q) * W + s];
+              pa += u * a[q];
+              pb += u * b[q];
+              if constexpr (kImag) {
+                pc += u * c[q];
+                pd += u * d[q];
+              }
+              if constexpr (!kReal) {
+                const FP w = hi[(r * D + q) * W + s];
+                pa -= w * c[q];
+                pc += w * a[q];
+                pb -= w * d[q];
+                pd += w * b[q];
+              }
+            }
+            ar[r][x] = pa;
+            br[r][x] = pb;
+            if constexpr (kImag) {
+              ai[r][x] = pc;
+              bi[r][x] = pd;
             }
           }
         }
       g += len;
     }
-    FP qr[4 * W], qi[4 * W];
-    MatMul(m_re, m_im, rr, ri, 2, true, qr, qi);
-    for (int i = 0; i < 4 * W; ++i) {
+    FP qr[D * D * W], qi[D * D * W];
+    MatMul(m_re, m_im, rr, ri, D, true, qr, qi);
+    for (int i = 0; i < D * D * W; ++i) {
       r_re[i] += qr[i];
       r_im[i] += qi[i];
     }
@@ -890,9 +917,9 @@ class Simulator {
 
   template <int K, bool kWithR, bool kImag>
   void BackwardDiagonal(const Block& blk, const FP* m_re, const FP* m_im,
-                        uint64_t g0, uint64_t g1, FP* r_re, FP* r_im) {
+                        const Vectors& v, uint64_t g0, uint64_t g1, FP* r_re, FP* r_im) {
     constexpr int D = 1 << K;
-    FP* const state[4] = {sr_.data(), si_.data(), lr_.data(), li_.data()};
+    FP* const state[4] = {v.sr, v.si, v.lr, v.li};
     for (int l = 0; l < D; ++l) {
       FP dr[W], di[W], rr[W] = {}, ri[W] = {};
       for (int s = 0; s < W; ++s) {
@@ -1010,6 +1037,7 @@ class Simulator {
   std::vector<double> measure_partial_, measure_high_, measure_out_;
   std::vector<FP> diagonal_weights_, weight_low_, weight_high_;
   std::vector<FP> r_partial_re_, r_partial_im_;
+
   std::vector<uint64_t> mixed_masks_;
   FP scratch_re_[64 * W], scratch_im_[64 * W];
 };
