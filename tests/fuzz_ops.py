@@ -7,7 +7,7 @@ tensors: values (interesting integers, bit flips, NaN, inf, huge and tiny
 floats), ranks, shapes (rows dropped or added, a zero dimension, a huge
 dimension of an empty tensor), dtypes, batch sizes, and qubit counts up to
 2**31 - 1; or passes a numpy array, a Python list or None instead of a
-tensor. Each case calls one of the four raw ops, or the forward ops under a
+tensor. Each case calls one of the six raw ops, or the forward ops under a
 GradientTape (their registered gradients), in float32 or float64, eagerly,
 in a tf.function with unknown shapes, or in a tf.function capturing the
 inputs (static shapes).
@@ -57,8 +57,11 @@ OPS = {
     "expectation_adjoint_grad": ["angles", "upstream"],
     "expectation_from_state": ["initial_state", "angles"],
     "expectation_from_state_adjoint_grad": ["initial_state", "angles", "upstream"],
+    "expectation_and_state": ["angles"],
+    "expectation_adjoint_grad_from_final_state": ["angles", "final_state", "upstream"],
     "tape_expectation": ["angles"],
     "tape_expectation_from_state": ["initial_state", "angles"],
+    "tape_expectation_and_state": ["angles"],
 }
 MODES = ["eager", "graph", "capture"]  # capture: a new tf.function closing over the inputs
 MODE_WEIGHTS = [0.55, 0.35, 0.10]
@@ -77,7 +80,7 @@ NUM_QUBITS_VALUES = [0, -1, 1, 2, 13, 14, 15, 20, 40, 47, 59, 60, 61, 62, 63, 64
 # simulations and an output of 8 GiB or more.
 HUGE_DIMS = [2**31, 2**32 + 1, 2**40, 2**62, 2**63 - 1]
 HUGE_BATCHES = [2**40, 2**47, 2**62, 2**63 - 1]
-BATCHED = ("initial_state", "angles", "upstream")
+BATCHED = ("initial_state", "angles", "final_state", "upstream")
 BATCHES = [0, 1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 64]
 DTYPES = ["int8", "uint8", "int32", "int64", "float16", "float32", "float64", "bool", "complex64",
           "complex128", "str"]
@@ -132,10 +135,11 @@ def _valid_inputs(rng, base, op, float_dtype):
     n, num_angles, num_obs = base["num_qubits"], base["num_angles"], base["num_observables"]
     scale = float(rng.choice([1.0, 4.0, 100.0]))
     arrays["angles"] = rng.uniform(-scale, scale, size=(batch, num_angles)).astype(float_dtype)
-    if "initial_state" in OPS[op]:
-        psi = rng.normal(size=(batch, 2, 2**n))
-        norm = np.sqrt((psi**2).sum(axis=(1, 2), keepdims=True)) + 1e-12
-        arrays["initial_state"] = (psi / norm).astype(float_dtype)
+    for name in ("initial_state", "final_state"):  # any unit vectors: a final state need not be U|0>
+        if name in OPS[op]:
+            psi = rng.normal(size=(batch, 2, 2**n))
+            norm = np.sqrt((psi**2).sum(axis=(1, 2), keepdims=True)) + 1e-12
+            arrays[name] = (psi / norm).astype(float_dtype)
     if "upstream" in OPS[op]:
         arrays["upstream"] = rng.normal(size=(batch, num_obs)).astype(float_dtype)
     return arrays
@@ -261,8 +265,8 @@ def make_case(pool, seed, chunk, index):
             arrays[name] = np.array(value, np.int32)
             desc = f"= {value}"
         elif what == "batch":
-            name = [n for n in ("angles", "initial_state", "upstream") if n in names][
-                int(rng.integers(sum(n in names for n in ("angles", "initial_state", "upstream"))))]
+            batched = [n for n in BATCHED if n in names]
+            name = batched[int(rng.integers(len(batched)))]
             current = arrays[name]
             if isinstance(current, tuple) or current.ndim == 0:
                 continue
@@ -336,7 +340,9 @@ class Runner:
             with tf.GradientTape() as t:
                 t.watch(watched)
                 out = forward(*args)
-                loss = tf.reduce_sum(out * tf.cast(tf.range(1, tf.shape(out)[-1] + 1), out.dtype))
+                # expectation_and_state: (expectations, final_state); only the first is differentiable.
+                e = out[0] if isinstance(out, tuple) else out
+                loss = tf.reduce_sum(e * tf.cast(tf.range(1, tf.shape(e)[-1] + 1), e.dtype))
             return out, t.gradient(loss, watched)
 
         return tape
