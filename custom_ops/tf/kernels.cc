@@ -73,7 +73,8 @@ template <typename T>
 static int64_t FirstNonFinite(const T* v, int64_t n) {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>);
   using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
-  constexpr Bits kExponent = static_cast<Bits>(sizeof(T) == 4 ? 0x7f800000ull : 0x7ff0000000000000ull);
+  constexpr Bits kExponent =
+      static_cast<Bits>(sizeof(T) == 4 ? 0x7f800000ull : 0x7ff0000000000000ull);
   constexpr int64_t kBlock = 2048;
   for (int64_t begin = 0; begin < n; begin += kBlock) {
     const int64_t end = std::min(n, begin + kBlock);
@@ -543,19 +544,17 @@ class ExpectationOp : public ExpectationOpBase<T> {
     const T* a = angles.flat<T>().data();
     T* e = out->flat<T>().data();
     FirstIndex bad_state;
-    this->ForEachSample(c, program, batch,
-                        [&](auto* sim, int64_t b, int lanes, int chunks,
-                            const ParallelChunks& parallel) {
-                          sim->Expectations(a + b * num_angles, num_angles, lanes,
-                                            e + b * num_obs, chunks, parallel,
-                                            psi == nullptr ? nullptr : psi + b * 2 * size);
-                          if (psi_out == nullptr) return;
-                          T* group = psi_out + b * 2 * size;
-                          sim->StoreState(lanes, group);
-                          // Only a non-unitary constant gate (gate_data) can blow it up.
-                          const int64_t i = FirstNonFiniteIn(group, lanes * 2 * size, chunks, parallel);
-                          if (i >= 0) bad_state.Offer(b * 2 * size + i);
-                        });
+    auto run = [&](auto* sim, int64_t b, int lanes, int chunks, const ParallelChunks& parallel) {
+      sim->Expectations(a + b * num_angles, num_angles, lanes, e + b * num_obs, chunks, parallel,
+                        psi == nullptr ? nullptr : psi + b * 2 * size);
+      if (psi_out == nullptr) return;
+      T* group = psi_out + b * 2 * size;
+      sim->StoreState(lanes, group);
+      // Only a non-unitary constant gate (gate_data) can blow it up.
+      const int64_t i = FirstNonFiniteIn(group, lanes * 2 * size, chunks, parallel);
+      if (i >= 0) bad_state.Offer(b * 2 * size + i);
+    };
+    this->ForEachSample(c, program, batch, run);
     if (!c->status().ok()) return;
     if (!CheckResultFinite<T>(c, *out, "expectations",
                               [num_obs](int64_t i) { return Index2(i, num_obs); }))
@@ -625,27 +624,24 @@ class ExpectationAdjointGradOp : public ExpectationOpBase<T> {
     const T* u = c->input(kUpstream).flat<T>().data();
     T* d = out->flat<T>().data();
     FirstIndex bad_state;
-    this->ForEachSample(c, program, batch,
-                        [&](auto* sim, int64_t b, int lanes, int chunks,
-                            const ParallelChunks& parallel) {
-                          thread_local std::vector<double> grad;
-                          grad.assign(lanes * num_angles, 0.0);
-                          if (kept) {
-                            const T* group = psi + b * 2 * size;
-                            const int64_t i = FirstNonFiniteIn(group, lanes * 2 * size, chunks, parallel);
-                            if (i >= 0) return bad_state.Offer(b * 2 * size + i);
-                            sim->GradientFromFinalState(group, a + b * num_angles, num_angles, lanes,
-                                                        u + b * num_obs, grad.data(), chunks,
-                                                        parallel);
-                          } else {
-                            sim->Gradient(a + b * num_angles, num_angles, lanes,
-                                          u + b * num_obs, grad.data(), chunks, parallel,
-                                          kFromState ? psi + b * 2 * size : nullptr,
-                                          d_psi == nullptr ? nullptr : d_psi + b * 2 * size);
-                          }
-                          for (int64_t i = 0; i < lanes * num_angles; ++i)
-                            d[b * num_angles + i] = static_cast<T>(grad[i]);
-                        });
+    auto run = [&](auto* sim, int64_t b, int lanes, int chunks, const ParallelChunks& parallel) {
+      thread_local std::vector<double> grad;
+      grad.assign(lanes * num_angles, 0.0);
+      if (kept) {
+        const T* group = psi + b * 2 * size;
+        const int64_t i = FirstNonFiniteIn(group, lanes * 2 * size, chunks, parallel);
+        if (i >= 0) return bad_state.Offer(b * 2 * size + i);
+        sim->GradientFromFinalState(group, a + b * num_angles, num_angles, lanes, u + b * num_obs,
+                                    grad.data(), chunks, parallel);
+      } else {
+        sim->Gradient(a + b * num_angles, num_angles, lanes, u + b * num_obs, grad.data(), chunks,
+                      parallel, kFromState ? psi + b * 2 * size : nullptr,
+                      d_psi == nullptr ? nullptr : d_psi + b * 2 * size);
+      }
+      for (int64_t i = 0; i < lanes * num_angles; ++i)
+        d[b * num_angles + i] = static_cast<T>(grad[i]);
+    };
+    this->ForEachSample(c, program, batch, run);
     if (!c->status().ok()) return;
     if (const int64_t i = bad_state.Get(); i >= 0)
       return FailStateNotFinite<T>(c, c->input(kState), "final_state", i);
