@@ -229,6 +229,38 @@ class Simulator {
     Backward(upstream, d_angles, angle_stride, lanes, num_chunks, parallel);
   }
 
+  // d_angles[s][a] += 2 Re <lambda_s| d psi_s / d angles[s][a]>, psi_s the
+  // final state the angles produce from |0...0> (given in `final`, as
+  // GradientFromFinalState takes it) and lambda_s = scale * costate_s (same
+  // layout), a co-state given at the end of the circuit. With lambda = O psi
+  // this is the gradient of <psi|O|psi>; with lambda = D psi, D diagonal, of
+  // probabilities; with lambda = g / 2, g = dL/dRe psi + i dL/dIm psi, of a
+  // real loss L of the state.
+  void GradientFromCostate(const FP* final, const FP* costate, FP scale,
+                           const FP* angles, int64_t angle_stride, int lanes,
+                           double* d_angles, int num_chunks,
+                           const ParallelChunks& parallel) {
+    EnsureState(&sr_, &si_);
+    EnsureState(&lr_, &li_);
+    real_state_ = p_.real_state;
+    for (int s = 0; s < W; ++s) {  // padding lanes: zero co-state, no gradient
+      const FP* in = final + (s < lanes ? s : 0) * 2 * size_;
+      const FP* co = costate + (s < lanes ? s : 0) * 2 * size_;
+      const FP c = s < lanes ? scale : FP{0};
+      for (uint64_t x = 0; x < size_; ++x) {
+        sr_[x * W + s] = in[x];
+        si_[x * W + s] = real_state_ ? FP{0} : in[size_ + x];
+        // A real circuit's derivatives of a real state are real: only the
+        // co-state's real part counts, and the sweep keeps it real.
+        lr_[x * W + s] = c * co[x];
+        li_[x * W + s] = real_state_ ? FP{0} : c * co[size_ + x];
+      }
+    }
+    BuildMatrices(angles, angle_stride, lanes);
+    for (int b = static_cast<int>(p_.blocks.size()) - 1; b >= 0; --b)
+      BackwardBlock(b, d_angles, angle_stride, lanes, num_chunks, parallel);
+  }
+
  private:
   template <int V>
   using Int = std::integral_constant<int, V>;
