@@ -10,14 +10,25 @@ ops.load()
 
 from qkeras_hybrid import backends, callbacks, circuits, datasets, layers  # noqa: E402
 from qkeras_hybrid.circuits import CompiledCircuit, compile_circuit  # noqa: E402
-from qkeras_hybrid.layers import QiskitLayer, QuantumConv2D, QuantumDataLayer, QuantumLayer  # noqa: E402
+from qkeras_hybrid.layers import (  # noqa: E402
+    ProbabilityLayer,
+    QiskitLayer,
+    QuantumConv2D,
+    QuantumDataLayer,
+    QuantumLayer,
+    SampleLayer,
+    StateLayer,
+)
 
 __all__ = [
     "CompiledCircuit",
+    "ProbabilityLayer",
     "QiskitLayer",
     "QuantumConv2D",
     "QuantumDataLayer",
     "QuantumLayer",
+    "SampleLayer",
+    "StateLayer",
     "__version__",
     "backends",
     "callbacks",

@@ -1,0 +1,423 @@
+"""Measurement layers: probabilities, samples and states of a parameterized circuit.
+
+They share `QuantumLayer`'s inputs, weights, checks and saving, and differ
+only in the read-out they ask the native simulator for (qkeras_hybrid.ops.measure).
+
+Bit order: Cirq's. The first listed qubit is the most significant bit of a
+basis-state index (`ProbabilityLayer`, `StateLayer`), and bit `j` of a
+sample is `qubits[j]` (`SampleLayer`), as `cirq.Simulator` and TFQ have it.
+
+Randomness: a layer that samples owns a `keras.random.SeedGenerator`, whose
+state (an int64 `[2]` variable) is the seed of each call and advances by one
+per call, eagerly, in a `tf.function`, in `fit` and in an exported
+SavedModel. `seed=int` gives the same sequence of outputs in a fresh
+process; `seed=None` a different one every run. The state is a (non-
+trainable) variable of the layer, so it is saved in `.keras` files and
+SavedModels: a reloaded model continues the sequence where the saved one
+stood, whatever `seed` was.
+"""
+
+import math
+
+import cirq
+import keras
+import numpy as np
+import tensorflow as tf
+from keras.src.utils import naming
+
+from qkeras_hybrid.backends._validation import check_num_qubits
+from qkeras_hybrid.circuits import compiled as compiled_lib
+from qkeras_hybrid.circuits import serialization
+from qkeras_hybrid.circuits.compiled import CompiledCircuit, cirq_to_native_order
+from qkeras_hybrid.layers import _checks
+from qkeras_hybrid.layers.quantum_layer import QuantumLayer, _names
+
+
+def _measure_ops():
+    # Imported when first used: the ops module registers the op's gradients.
+    from qkeras_hybrid.ops import measure
+
+    return measure
+
+
+def _check_count(value, name, layer):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{layer}: {name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _check_seed(value, layer):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
+        raise ValueError(f"{layer}: seed must be an integer or None, got {value!r}")
+    return None if value is None else int(value)
+
+
+def _register(circuit, measured):
+    """The register: Cirq: the circuit's qubits and the measured ones, sorted; Qiskit: None (its qubits)."""
+    if compiled_lib.is_qiskit_circuit(circuit):
+        return None
+    if not isinstance(circuit, cirq.Circuit):
+        raise TypeError(f"circuit must be a cirq.Circuit or a qiskit.QuantumCircuit, got {type(circuit).__name__}")
+    bad = [q for q in measured or () if not isinstance(q, cirq.Qid)]
+    if bad:
+        raise TypeError(f"qubits of a Cirq circuit must be cirq.Qid objects, got {bad}")
+    return sorted(set(circuit.all_qubits()) | set(measured or ()))
+
+
+def _placeholder_observable(circuit, register):
+    """An observable for `CompiledCircuit`, whose program these read-outs ignore."""
+    if register is None:
+        from qiskit.quantum_info import SparsePauliOp
+
+        return SparsePauliOp("I" * (circuit.num_qubits - 1) + "Z")
+    return cirq.Z(register[0])
+
+
+def _without_gradient(layer_name, angles, outputs):
+    """`outputs`, with an error naming the layer if a gradient flows into them."""
+
+    @tf.custom_gradient
+    def attach(angles, outputs):
+        def grad(upstream):
+            raise ValueError(
+                f"{layer_name}: sampled probabilities (shots=...) have no gradient. Use shots=None for exact, "
+                "differentiable probabilities, freeze the layer (trainable=False) and stop gradients into its "
+                "inputs, or use QuantumLayer(..., shots=...), whose sampled expectations have shift-rule gradients."
+            )
+
+        return tf.identity(outputs), grad
+
+    return attach(angles, outputs)
+
+
+class _MeasurementLayer(keras.layers.Layer):
+    """Base: a circuit's symbols fed by inputs and weights, compiled for the native simulator."""
+
+    _takes_qubits = True  # StateLayer returns the whole register
+
+    def __init__(
+        self,
+        circuit,
+        qubits=None,
+        input_symbols=(),
+        weight_symbols=None,
+        initializer=None,
+        regularizer=None,
+        constraint=None,
+        **kwargs,
+    ):
+        _checks.require_tensorflow_backend(self)
+        circuit = serialization.circuit_from_config(circuit)
+        is_qiskit = compiled_lib.is_qiskit_circuit(circuit)
+        if qubits is not None:
+            qubits = [serialization.qubit_from_config(q) for q in qubits]
+        register = _register(circuit, qubits)
+        num_qubits = circuit.num_qubits if is_qiskit else len(register)
+        layer = type(self).__name__
+        if num_qubits == 0:
+            raise ValueError(f"{layer}: the circuit has no qubits")
+        check_num_qubits(num_qubits, "native", layer)
+        # Measured qubits as register indices.
+        if qubits is None:
+            self.qubits = None
+            self._qubit_indices = list(range(num_qubits))
+        else:
+            if not qubits:
+                raise ValueError(f"{layer}: qubits must name at least one qubit, got an empty list")
+            if is_qiskit:
+                bad = [q for q in qubits if isinstance(q, bool) or not isinstance(q, (int, np.integer))
+                       or not 0 <= q < num_qubits]
+                if bad:
+                    raise ValueError(f"{layer}: qubits of a Qiskit circuit are indices in [0, {num_qubits}), "
+                                     f"got {bad}")
+                indices = [int(q) for q in qubits]
+            else:
+                index_of = {q: i for i, q in enumerate(register)}
+                indices = [index_of[q] for q in qubits]
+            duplicates = sorted({str(q) for q, i in zip(qubits, indices) if indices.count(i) > 1})
+            if duplicates:
+                raise ValueError(f"{layer}: qubits {duplicates} are listed more than once")
+            self.qubits = list(qubits)
+            self._qubit_indices = indices
+        self.circuit = circuit
+        self.input_symbols = _names(input_symbols)
+        circuit_symbols = [str(s) for s in compiled_lib.circuit_symbols(circuit)]
+        unknown = [s for s in self.input_symbols if s not in circuit_symbols]
+        if unknown:
+            raise ValueError(f"input_symbols {unknown} do not appear in the circuit (its symbols: {circuit_symbols})")
+        if weight_symbols is None:
+            weight_symbols = sorted(s for s in circuit_symbols if s not in self.input_symbols)
+        self.weight_symbols = _names(weight_symbols)
+        both = sorted(set(self.input_symbols) & set(self.weight_symbols))
+        if both:
+            raise ValueError(f"Symbols {both} are given both as input_symbols and weight_symbols")
+        symbols = [compiled_lib._symbol(s) for s in self.input_symbols + self.weight_symbols]
+        self.compiled = CompiledCircuit(
+            circuit, _placeholder_observable(circuit, register), symbols=symbols, qubits=register
+        )
+        self.initializer = keras.initializers.get(
+            initializer or keras.initializers.RandomUniform(0.0, 2.0 * math.pi)
+        )
+        self.regularizer = keras.regularizers.get(regularizer)
+        self.constraint = keras.constraints.get(constraint)
+        if "name" not in kwargs:
+            kwargs["name"] = naming.auto_name(f"{naming.to_snake_case(type(self).__name__)}_{num_qubits}q")
+        super().__init__(**kwargs)
+        self.num_qubits = num_qubits
+        self._value_labels = (
+            [(f"{self.name}: inputs[", f", {j}] (input symbol {name})") for j, name in enumerate(self.input_symbols)]
+            + [(f"{self.name}: weight {name} (quantum_weights[{k}])", "") for k, name in enumerate(self.weight_symbols)]
+        )
+
+    # Inputs, weights and their checks are QuantumLayer's.
+    input_dtype = QuantumLayer.input_dtype
+    build = QuantumLayer.build
+    _symbol_values = QuantumLayer._symbol_values
+    _describe_value = QuantumLayer._describe_value
+
+    @property
+    def num_measured(self):
+        return len(self._qubit_indices)
+
+    def _angles(self, inputs):
+        return self.compiled.angles(self._symbol_values(tf.convert_to_tensor(inputs)))
+
+    def _next_seed(self):
+        return self._seed_generator.next()
+
+    def compute_output_spec(self, inputs):
+        return keras.KerasTensor(self.compute_output_shape(inputs.shape), dtype=self._output_dtype())
+
+    def _output_dtype(self):
+        return self.compute_dtype
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "circuit": serialization.circuit_to_config(self.circuit),
+                "input_symbols": list(self.input_symbols),
+                "weight_symbols": list(self.weight_symbols),
+                "initializer": keras.initializers.serialize(self.initializer),
+                "regularizer": keras.regularizers.serialize(self.regularizer),
+                "constraint": keras.constraints.serialize(self.constraint),
+            }
+        )
+        if self._takes_qubits:
+            config["qubits"] = None if self.qubits is None else [serialization.qubit_to_config(q)
+                                                                 for q in self.qubits]
+        return config
+
+
+@keras.saving.register_keras_serializable(package="qkeras_hybrid")
+class ProbabilityLayer(_MeasurementLayer):
+    """Probabilities of the basis states of some qubits at the end of a circuit.
+
+    The circuit is run on the native simulator, with some of its symbols fed
+    by the inputs and the others trainable weights (as in `QuantumLayer`).
+    Output column `i` is the probability of measuring the basis state `i`
+    of `qubits`, in Cirq's bit order: the first listed qubit is the most
+    significant bit (`cirq.Simulator`'s `final_state_vector` order). Qubits
+    not listed are traced out (marginal probabilities).
+
+    Exact (`shots=None`): differentiable with respect to inputs and weights,
+    by the adjoint method. With `shots=N`: the frequencies of N measurements
+    per batch row (multiples of 1/N), which have no gradient: asking for one
+    raises an error.
+
+    Args:
+      circuit: a `cirq.Circuit` with sympy symbols, or a
+        `qiskit.QuantumCircuit` with `Parameter`s.
+      qubits: the measured qubits, most significant first: `cirq.Qid`s for
+        Cirq circuits, qubit indices for Qiskit ones (there index 0 is the
+        most significant bit too: pass them reversed for Qiskit's own little-
+        endian order). Default: all the circuit's qubits (Cirq: sorted;
+        Qiskit: 0, 1, ...).
+      input_symbols: the symbols fed by the inputs, in input-column order.
+      weight_symbols: the trainable symbols. Defaults to every other symbol
+        of the circuit, sorted by name.
+      shots: None for exact probabilities, or the number of measurements per
+        batch row.
+      seed: with `shots`: an int for a reproducible sequence of outputs, or
+        None (a different one every run). See the module docstring for what
+        a reloaded model gets.
+      initializer: initializer of the weights (default uniform in [0, 2 pi)).
+      regularizer: optional regularizer of the weights.
+      constraint: optional constraint of the weights.
+
+    Input shape:
+      `(batch, len(input_symbols))`, real values; without input symbols, any
+      input (only its batch size is used).
+
+    Output shape:
+      `(batch, 2**len(qubits))`, in the layer's compute dtype.
+
+    Example:
+
+    >>> import cirq, sympy, keras
+    >>> q = cirq.LineQubit.range(2)
+    >>> x = sympy.Symbol("x")
+    >>> layer = ProbabilityLayer(cirq.Circuit(cirq.rx(x)(q[0]), cirq.CNOT(*q)), input_symbols=[x])
+    >>> layer(keras.ops.convert_to_tensor([[0.0]])).numpy().round(3)
+    array([[1., 0., 0., 0.]], dtype=float32)
+    """
+
+    def __init__(self, circuit, qubits=None, input_symbols=(), weight_symbols=None, shots=None, seed=None,
+                 **kwargs):
+        layer = type(self).__name__
+        self.shots = None if shots is None else _check_count(shots, "shots", layer)
+        self.seed = _check_seed(seed, layer)
+        super().__init__(circuit, qubits=qubits, input_symbols=input_symbols, weight_symbols=weight_symbols,
+                         **kwargs)
+        if self.shots is not None:
+            self._seed_generator = keras.random.SeedGenerator(self.seed, name="seed_generator")
+
+    def call(self, inputs):
+        angles = self._angles(inputs)
+        measure = _measure_ops()
+        if self.shots is None:
+            probabilities = measure.probabilities(self.compiled.program_inputs, angles, self._qubit_indices)
+        else:
+            bits = measure.sample(self.compiled.program_inputs, tf.stop_gradient(angles), self._qubit_indices,
+                                  self.shots, self._next_seed())
+            probabilities = _without_gradient(self.name, angles, frequencies(bits, angles.dtype))
+        return tf.cast(probabilities, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 2**self.num_measured)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"shots": self.shots, "seed": self.seed})
+        return config
+
+
+def frequencies(bits, dtype=tf.float32):
+    """Samples [B, shots, k] (bit j = qubit j, the first most significant) -> frequencies [B, 2**k]."""
+    bits = tf.convert_to_tensor(bits)
+    k = bits.shape[-1]
+    weights = tf.constant([1 << (k - 1 - j) for j in range(k)], tf.int32)
+    index = tf.reduce_sum(bits * weights, axis=-1)  # [B, shots]
+    batch, shots = tf.shape(index)[0], tf.shape(index)[1]
+    index += tf.range(batch)[:, None] * (2**k)
+    counts = tf.math.bincount(tf.reshape(index, [-1]), minlength=batch * 2**k, maxlength=batch * 2**k,
+                              dtype=dtype)
+    return tf.reshape(counts, [batch, 2**k]) / tf.cast(shots, dtype)
+
+
+@keras.saving.register_keras_serializable(package="qkeras_hybrid")
+class SampleLayer(_MeasurementLayer):
+    """Bitstrings measured at the end of a circuit: `shots` per batch row.
+
+    Each row of the inputs (with the weights) sets the circuit's symbols; the
+    native simulator runs it and draws `shots` measurements of `qubits` in the
+    computational basis from the final state. Bit `j` of a sample is
+    `qubits[j]` (Cirq's order, as `cirq.Simulator.run` and TFQ's `Sample`
+    layer). Samples are integers, which TensorFlow never differentiates
+    (like `tf.random.categorical`): a gradient through them is None, and
+    `fit` says no gradients were provided. Use `ProbabilityLayer` (exact) or
+    `QuantumLayer(..., shots=...)` to train.
+
+    Args:
+      circuit: a `cirq.Circuit` with sympy symbols, or a
+        `qiskit.QuantumCircuit` with `Parameter`s.
+      shots: the number of measurements per batch row.
+      qubits: the measured qubits: `cirq.Qid`s for Cirq circuits, indices for
+        Qiskit ones. Default: all the circuit's qubits (Cirq: sorted).
+      input_symbols: the symbols fed by the inputs, in input-column order.
+      weight_symbols: the other symbols (weights; default all other symbols).
+      seed: an int for a reproducible sequence of outputs, or None (a
+        different one every run). See the module docstring for what a
+        reloaded model gets.
+      initializer, regularizer, constraint: of the weights.
+
+    Input shape:
+      `(batch, len(input_symbols))`, real values; without input symbols, any
+      input (only its batch size is used).
+
+    Output shape:
+      `(batch, shots, len(qubits))`, int32 zeros and ones.
+
+    Example:
+
+    >>> import cirq, keras
+    >>> q = cirq.LineQubit.range(2)
+    >>> layer = SampleLayer(cirq.Circuit(cirq.X(q[1])), shots=3, seed=0)
+    >>> layer(keras.ops.zeros((1, 0))).numpy().tolist()
+    [[[0, 1], [0, 1], [0, 1]]]
+    """
+
+    def __init__(self, circuit, shots, qubits=None, input_symbols=(), weight_symbols=None, seed=None, **kwargs):
+        layer = type(self).__name__
+        self.shots = _check_count(shots, "shots", layer)
+        self.seed = _check_seed(seed, layer)
+        super().__init__(circuit, qubits=qubits, input_symbols=input_symbols, weight_symbols=weight_symbols,
+                         **kwargs)
+        self._seed_generator = keras.random.SeedGenerator(self.seed, name="seed_generator")
+
+    def call(self, inputs):
+        angles = tf.stop_gradient(self._angles(inputs))
+        return _measure_ops().sample(self.compiled.program_inputs, angles, self._qubit_indices, self.shots,
+                                     self._next_seed())
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.shots, self.num_measured)
+
+    def _output_dtype(self):
+        return "int32"
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"shots": self.shots, "seed": self.seed})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="qkeras_hybrid")
+class StateLayer(_MeasurementLayer):
+    """The state vector at the end of a parameterized circuit.
+
+    Amplitudes in Cirq's order (`cirq.Simulator().simulate(...).final_state_vector`):
+    the first register qubit (Cirq: the sorted circuit qubits; Qiskit: qubit
+    0) is the most significant bit of the index, the reverse of Qiskit's
+    `Statevector`. Differentiable for real-valued losses of the state (a
+    fidelity `|<target|psi>|**2`, say) with respect to inputs and weights, by
+    the adjoint method, so state learning and quantum autoencoders train
+    with `fit`.
+
+    Args:
+      circuit: a `cirq.Circuit` with sympy symbols, or a
+        `qiskit.QuantumCircuit` with `Parameter`s.
+      input_symbols: the symbols fed by the inputs, in input-column order.
+      weight_symbols: the trainable symbols (default all other symbols).
+      initializer, regularizer, constraint: of the weights.
+
+    Input shape:
+      `(batch, len(input_symbols))`, real values; without input symbols, any
+      input (only its batch size is used).
+
+    Output shape:
+      `(batch, 2**num_qubits)`, complex64 (complex128 for a float64 layer).
+
+    Example:
+
+    >>> import cirq, keras
+    >>> q = cirq.LineQubit.range(2)
+    >>> StateLayer(cirq.Circuit(cirq.X(q[0])))(keras.ops.zeros((1, 0))).numpy()
+    array([[0.+0.j, 0.+0.j, 1.+0.j, 0.+0.j]], dtype=complex64)
+    """
+
+    _takes_qubits = False
+
+    def __init__(self, circuit, input_symbols=(), weight_symbols=None, **kwargs):
+        super().__init__(circuit, input_symbols=input_symbols, weight_symbols=weight_symbols, **kwargs)
+
+    def call(self, inputs):
+        state = _measure_ops().state(self.compiled.program_inputs, self._angles(inputs))
+        state = tf.complex(state[:, 0], state[:, 1])
+        return cirq_to_native_order(state, self.num_qubits)  # the map is its own inverse
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 2**self.num_qubits)
+
+    def _output_dtype(self):
+        return "complex128" if _checks.internal_dtype(self.compute_dtype) == "float64" else "complex64"
