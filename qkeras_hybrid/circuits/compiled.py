@@ -170,7 +170,13 @@ class CompiledCircuit:
         return values
 
     def expectation(self, symbol_values, dtype=tf.float32):
-        """<O_o> for each row of symbol values [B, S] -> [B, O]; differentiable."""
+        """<O_o> for each row of symbol values [B, S] -> [B, O]; differentiable.
+
+        From `STATE_REUSE_QUBITS` qubits on, where the result may be
+        differentiated, this runs `ops.expectation_and_state`, whose gradient
+        starts from the saved final states instead of simulating the circuit
+        again.
+        """
         values = self._symbol_values(symbol_values, dtype)
         if self.num_qubits >= STATE_REUSE_QUBITS and _may_differentiate():
             expectations, _ = ops.expectation_and_state(*self._program_inputs, self.angles(values))
