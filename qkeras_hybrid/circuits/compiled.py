@@ -11,7 +11,7 @@ import cirq
 from qkeras_hybrid import ops
 from qkeras_hybrid.circuits import cirq_compiler, observables as obs_lib, qiskit_compiler
 from qkeras_hybrid.circuits.angles import AngleMap
-from qkeras_hybrid.circuits.program import bind_angle, build_program
+from qkeras_hybrid.circuits.program import EXPONENTIAL, bind_angle, build_program
 
 
 # From this many qubits on, `CompiledCircuit.expectation` runs the forward op
@@ -211,6 +211,136 @@ class CompiledCircuit:
                 f"(real, imaginary) for {self.num_qubits} qubits, got {tuple(state.shape)}"
             )
         return ops.expectation_from_state(*self._program_inputs, state, self.angles(values))
+
+    def sampled_expectation(self, symbol_values, shots, seed, differentiator="parameter_shift", dtype=tf.float32):
+        """<O_o> [B, O] estimated from `shots` measurements per qubit-wise commuting group of terms.
+
+        Args:
+          symbol_values: `[B, S]`.
+          shots: measurements per batch row and commuting group.
+          seed: int64 `[2]`: the forward pass and the gradient draw from two
+            seeds split from it.
+          differentiator: `"parameter_shift"` (the shift rule of each gate,
+            estimated with the same shots: unbiased, what hardware does),
+            `"finite_difference"` or a `FiniteDifference(step)` (central
+            differences of the sampled values), or `"adjoint"` (the exact
+            gradient of the analytic expectation: a simulator's privilege).
+
+        Gradients are taken per gate (each exponential gate gets its own angle
+        slot) and mapped back to the symbols by TF's chain rule, so shared and
+        transformed symbols are fine. All shifted angle sets of the batch go
+        to the simulator in one call.
+        """
+        from qkeras_hybrid.ops import measure
+
+        values = self._symbol_values(symbol_values, dtype)
+        per_gate = self._per_gate_program()
+        program, sources = per_gate["program"], per_gate["sources"]
+        gate_angles = tf.gather(self.angles(values), sources, axis=1)
+        seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2)
+        forward_seed, gradient_seed = seeds[0], seeds[1]
+        if differentiator != "adjoint":
+            shifts, coefficients = self._gradient_shifts(differentiator)
+
+        @tf.custom_gradient
+        def run(gate_angles):
+            outputs = measure.sampled_expectation(program, gate_angles, shots, forward_seed)
+
+            def grad(upstream):
+                upstream = tf.cast(upstream, gate_angles.dtype)
+                if differentiator == "adjoint":
+                    return ops.expectation_adjoint_grad(*program, gate_angles, upstream)
+                num_sets, num_gates = shifts.shape
+                shifted = gate_angles[None] + tf.constant(shifts[:, None, :], gate_angles.dtype)
+                results = measure.sampled_expectation(
+                    program, tf.reshape(shifted, [-1, num_gates]), shots, gradient_seed)
+                results = tf.reshape(results, [num_sets, -1, self.num_observables])
+                return tf.einsum("nbo,bo,ng->bg", results, upstream, tf.constant(coefficients, gate_angles.dtype))
+
+            return outputs, grad
+
+        return run(gate_angles)
+
+    def _per_gate_program(self):
+        """The program with every exponential gate reading its own angle slot.
+
+        Returns a dict: `program` (the six tensors), `sources` (the slot of
+        `self.angles` each gate's slot copies) and `eigenvalues` (of each
+        gate's generator: U(a) = sum_t exp(-i a e_t) P_t).
+        """
+        if getattr(self, "_per_gate", None) is None:
+            gate_meta = self.program.gate_meta.copy()
+            gates = np.flatnonzero(gate_meta[:, 0] == EXPONENTIAL)
+            sources = gate_meta[gates, 1].astype(np.int32)
+            gate_meta[gates, 1] = np.arange(len(gates))
+            dim_of_gate = np.zeros(len(gate_meta), np.int64)
+            for row in self.program.block_meta:
+                dim_of_gate[row[5]:row[5] + row[6]] = 2 ** row[0]
+            eigenvalues = []
+            for g in gates:
+                _, _, offset, terms = gate_meta[g]
+                stride = 1 + 2 * dim_of_gate[g] ** 2
+                eigenvalues.append(self.program.gate_data[offset + stride * np.arange(terms)])
+            with tf.init_scope():
+                tensors = list(self._program_inputs)
+                tensors[2] = tf.constant(gate_meta)
+            self._per_gate = {"program": tuple(tensors), "sources": sources, "eigenvalues": eigenvalues}
+        return self._per_gate
+
+    def _gradient_shifts(self, differentiator):
+        """(shifts [N, G], coefficients [N, G]): d f / d a_g = sum_n coefficients[n, g] f(a + shifts[n])."""
+        eigenvalues = self._per_gate_program()["eigenvalues"]
+        rules = []
+        for eigs in eigenvalues:
+            if differentiator == "parameter_shift":
+                rules.append(shift_rule(eigs))
+            else:
+                step = getattr(differentiator, "shift", None) or 0.01
+                rules.append((np.array([step]), np.array([1.0 / (2.0 * step)])))
+        num_sets = 2 * sum(len(s) for s, _ in rules)
+        shifts = np.zeros((num_sets, len(rules)))
+        coefficients = np.zeros((num_sets, len(rules)))
+        row = 0
+        for g, (gate_shifts, gate_coefficients) in enumerate(rules):
+            for s, c in zip(gate_shifts, gate_coefficients):
+                shifts[row:row + 2, g] = (s, -s)
+                coefficients[row:row + 2, g] = (c, -c)
+                row += 2
+        return shifts, coefficients
+
+
+def shift_rule(eigenvalues):
+    """The (generalized) parameter-shift rule of U(a) = sum_t exp(-i a e_t) P_t.
+
+    Any expectation is then a trigonometric polynomial in `a` whose
+    frequencies are the differences of the eigenvalues, so with R of them
+    d f / d a = sum_m c_m [f(a + s_m) - f(a - s_m)] exactly (Wierichs et al.,
+    "General parameter-shift rules for quantum gradients", 2022). Two
+    eigenvalues (Pauli rotations, powers of X, CNOT, ...): one pair of shifts.
+
+    Returns:
+      `(shifts [R], coefficients [R])`.
+    """
+    eigs = np.unique(np.round(np.asarray(eigenvalues, dtype=np.float64), 10))
+    diffs = np.unique(np.round(np.abs(eigs[:, None] - eigs[None, :])[np.triu_indices(len(eigs), 1)], 9))
+    diffs = diffs[diffs > 1e-9]
+    if diffs.size == 0:  # a global phase: no dependence
+        return np.zeros(0), np.zeros(0)
+    base = diffs.min()
+    multiples = diffs / base
+    if np.allclose(multiples, np.round(multiples), atol=1e-6):
+        # Equidistant frequencies k * base, k = 1..R (gaps included): the shifts of Wierichs et al.
+        count = int(round(multiples.max()))
+        frequencies = base * np.arange(1, count + 1)
+        shifts = (2 * np.arange(1, count + 1) - 1) * np.pi / (2 * count * base)
+    else:
+        frequencies = diffs
+        shifts = np.arange(1, diffs.size + 1) * np.pi / (2 * diffs.size * diffs.max())
+    # f(a + s) - f(a - s) = sum_k 2 sin(w_k s) g_k and f'(a) = sum_k w_k g_k.
+    system = 2.0 * np.sin(np.outer(frequencies, shifts))
+    if np.linalg.cond(system) > 1e8:
+        raise ValueError(f"No stable parameter-shift rule for a gate with generator eigenvalues {list(eigs)}")
+    return shifts, np.linalg.solve(system, frequencies)
 
 
 def cirq_to_native_order(states, num_qubits):

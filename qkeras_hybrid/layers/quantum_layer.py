@@ -3,10 +3,11 @@
 import math
 
 import keras
+import numpy as np
 from keras.src.utils import naming
 import tensorflow as tf
 
-from qkeras_hybrid import backends
+from qkeras_hybrid import backends, differentiators
 from qkeras_hybrid.backends import tfq as tfq_backend
 from qkeras_hybrid.backends._validation import check_num_qubits
 from qkeras_hybrid.circuits import serialization
@@ -19,6 +20,40 @@ BACKENDS = backends.BACKENDS
 
 def _names(symbols):
     return [str(_symbol(s)) for s in symbols]
+
+
+SHOT_DIFFERENTIATORS = ("parameter_shift", "adjoint", "finite_difference")
+
+
+def shot_differentiator(differentiator, layer):
+    """The gradient method of a sampled native layer: a name or a `FiniteDifference` (its step)."""
+    if differentiator is None:
+        return "parameter_shift"
+    if isinstance(differentiator, dict) and differentiator.get("name") == "finite_difference":
+        differentiator = differentiators.FiniteDifference(differentiator["shift"])
+    if isinstance(differentiator, differentiators.FiniteDifference) or differentiator in SHOT_DIFFERENTIATORS:
+        return differentiator
+    raise ValueError(
+        f"{layer} with shots: differentiator must be one of {SHOT_DIFFERENTIATORS} or "
+        f"qkeras_hybrid.differentiators.FiniteDifference(step), got {differentiator!r}"
+    )
+
+
+def shot_differentiator_to_config(differentiator):
+    if isinstance(differentiator, differentiators.FiniteDifference):
+        return differentiators.to_config(differentiator)
+    return differentiator
+
+
+def check_shots(shots, seed, backend, layer):
+    """(shots, seed) as ints or None; shots only on the native backend."""
+    if shots is not None and (isinstance(shots, bool) or not isinstance(shots, (int, np.integer)) or shots < 1):
+        raise ValueError(f"{layer}: shots must be None (exact expectations) or a positive integer, got {shots!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+        raise ValueError(f"{layer}: seed must be an integer or None, got {seed!r}")
+    if shots is not None and backend != "native":
+        raise ValueError(f"{layer}: shots= is for backend='native'; TFQ samples with repetitions=")
+    return (None if shots is None else int(shots)), (None if seed is None else int(seed))
 
 
 def _register_size(circuit, qubits):
@@ -52,10 +87,17 @@ class QuantumLayer(keras.layers.Layer):
         the circuit, sorted by name.
       backend: `"native"` (the C++ op, adjoint gradients) or `"tfq"`
         (TensorFlow Quantum's ops; Cirq circuits only, float32 inside).
-      differentiator: `"tfq"` only: a `tfq.differentiators` object (`Adjoint`,
+      differentiator: `"tfq"`: a `tfq.differentiators` object (`Adjoint`,
         the default, `ParameterShift`, `ForwardDifference`,
-        `CentralDifference`, `LinearCombination`); must be None for native.
-        Stored in the config by class name and arguments.
+        `CentralDifference`, `LinearCombination`), stored in the config by
+        class name and arguments. Native with `shots`: `"parameter_shift"`
+        (the default: each gate's shift rule, generalized for generators
+        with more than two eigenvalues, estimated with the same shots, as
+        hardware would; unbiased), `"finite_difference"` (step 0.01) or
+        `qkeras_hybrid.differentiators.FiniteDifference(step)`, or
+        `"adjoint"` (the exact gradient of the analytic expectation: a
+        simulator's privilege, no shot noise). Native without shots: None
+        (exact adjoint gradients).
       repetitions: `"tfq"` only: None for exact expectations, or the number
         of shots per observable term (sampled expectations; needs a
         differentiator other than `Adjoint`).
@@ -63,6 +105,18 @@ class QuantumLayer(keras.layers.Layer):
       regularizer: optional regularizer of the weights.
       constraint: optional constraint of the weights.
       qubits: Cirq only: the register order (default: sorted circuit qubits).
+      shots: native only: None for exact expectations, or the number of
+        measurements per batch row of each qubit-wise commuting group of
+        Pauli terms (terms that act on each qubit with the same Pauli or the
+        identity share them): a `PauliSum` costs `shots` times its number of
+        such groups, all observables' groups together. All shifted circuits
+        of a gradient go to the simulator in one call (2 per two-eigenvalue
+        gate per batch row).
+      seed: with `shots`: an int gives the same sequence of outputs (and
+        gradients) in a fresh process; None a different one every run. The
+        seed state is a `keras.random.SeedGenerator` variable advanced once
+        per call; it is saved with the layer, so a reloaded model continues
+        the sequence where the saved one stood.
 
     Input shape:
       `(batch, len(input_symbols))`, real values (floats or integers). A
@@ -99,16 +153,22 @@ class QuantumLayer(keras.layers.Layer):
         constraint=None,
         qubits=None,
         repetitions=None,
+        shots=None,
+        seed=None,
         **kwargs,
     ):
         _checks.require_tensorflow_backend(self)
+        self.shots, self.seed = check_shots(shots, seed, backend, type(self).__name__)
         circuit = serialization.circuit_from_config(circuit)
         observables = serialization.observables_from_config(_as_list(observables))
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         # Before compiling: a register that cannot fit in memory fails here, not when called.
         check_num_qubits(_register_size(circuit, qubits), backend, type(self).__name__)
-        differentiator = tfq_backend.differentiator_from_config(differentiator)
+        if self.shots is not None:
+            differentiator = shot_differentiator(differentiator, type(self).__name__)
+        else:
+            differentiator = tfq_backend.differentiator_from_config(differentiator)
         self.circuit = circuit
         self.observables = observables
         self.qubits = list(qubits) if qubits is not None else None
@@ -134,7 +194,8 @@ class QuantumLayer(keras.layers.Layer):
         self.repetitions = repetitions
         self.executor = backends.make_executor(
             backend, circuit, observables, symbols, qubits=getattr(self.compiled, "qubits", self.qubits),
-            differentiator=differentiator, repetitions=repetitions, compiled=self.compiled,
+            differentiator=None if self.shots is not None else differentiator, repetitions=repetitions,
+            compiled=self.compiled,
         )
         num_qubits = self.compiled.num_qubits if self.compiled is not None else len(self.executor.qubits)
         self.initializer = keras.initializers.get(
@@ -145,6 +206,8 @@ class QuantumLayer(keras.layers.Layer):
         if "name" not in kwargs:  # e.g. "quantum_layer_4q" in model.summary()
             kwargs["name"] = naming.auto_name(f"{naming.to_snake_case(type(self).__name__)}_{num_qubits}q")
         super().__init__(**kwargs)
+        if self.shots is not None:
+            self._seed_generator = keras.random.SeedGenerator(self.seed, name="seed_generator")
         self.num_qubits = num_qubits
         self.num_observables = self.executor.num_observables
         # What a bad value is called in errors: inputs[row, j] and its symbol, or a weight.
@@ -176,7 +239,13 @@ class QuantumLayer(keras.layers.Layer):
 
     def _expectation(self, symbol_values, programs=None):
         """The executor's expectations at the simulation dtype, returned in the compute dtype."""
-        outputs = self.executor.expectation(symbol_values, dtype=symbol_values.dtype, programs=programs)
+        if self.shots is not None:
+            if programs is not None:
+                raise NotImplementedError(f"{self.name}: shots with circuit inputs (quantum data) are not supported")
+            outputs = self.compiled.sampled_expectation(symbol_values, self.shots, self._seed_generator.next(),
+                                                        self.differentiator, dtype=symbol_values.dtype)
+        else:
+            outputs = self.executor.expectation(symbol_values, dtype=symbol_values.dtype, programs=programs)
         return outputs if outputs.dtype.name == self.compute_dtype else tf.cast(outputs, self.compute_dtype)
 
     def _symbol_values(self, inputs, batch=None):
@@ -221,12 +290,15 @@ class QuantumLayer(keras.layers.Layer):
                 "input_symbols": list(self.input_symbols),
                 "weight_symbols": list(self.weight_symbols),
                 "backend": self.backend,
-                "differentiator": tfq_backend.differentiator_to_config(self.differentiator),
+                "differentiator": (shot_differentiator_to_config(self.differentiator) if self.shots is not None
+                                   else tfq_backend.differentiator_to_config(self.differentiator)),
                 "repetitions": self.repetitions,
                 "initializer": keras.initializers.serialize(self.initializer),
                 "regularizer": keras.regularizers.serialize(self.regularizer),
                 "constraint": keras.constraints.serialize(self.constraint),
                 "qubits": None if self.qubits is None else [serialization.qubit_to_config(q) for q in self.qubits],
+                "shots": self.shots,
+                "seed": self.seed,
             }
         )
         return config
