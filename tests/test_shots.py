@@ -90,7 +90,7 @@ def grads(layer, x, upstream):
         tape.watch(x)
         loss = tf.reduce_sum(tf.cast(upstream, layer.compute_dtype) * layer(x))
     dx, dw = tape.gradient(loss, [x, layer.quantum_weights])
-    return np.concatenate([dx.numpy().ravel(), dw.numpy()])
+    return np.concatenate([dx.numpy().ravel(), dw.numpy().ravel()])
 
 
 UPSTREAM = np.array([[1.0, -0.5, 0.3], [0.2, 0.8, -1.0], [0.5, 0.5, 0.5]])
@@ -253,3 +253,34 @@ def test_keras_file_and_export_in_fresh_process(tmp_path):
     for prefix in "ks":
         for i in range(2):
             np.testing.assert_array_equal(np.load(tmp_path / f"{prefix}{i}.npy"), expected[i])
+
+
+def test_quantum_conv2d_with_shots(exact_sampler):
+    from qkeras_hybrid.layers import QuantumConv2D
+
+    images = np.random.default_rng(0).uniform(0, 1, size=(2, 3, 3, 1))
+    noisy = QuantumConv2D(2, kernel_size=2, depth=1, shots=100, seed=3, dtype="float64")
+    exact = QuantumConv2D(2, kernel_size=2, depth=1, dtype="float64")
+    for layer in (noisy, exact):
+        layer.build(images.shape)
+        layer.quantum_weights.assign(np.linspace(-1, 1, 8).reshape(2, 1, 4))
+    upstream = np.random.default_rng(1).normal(size=(2, 2, 2, 2))
+    np.testing.assert_allclose(grads(noisy, images, upstream), grads(exact, images, upstream), atol=1e-9)
+    config = noisy.get_config()
+    assert QuantumConv2D.from_config(config).get_config() == config
+    with pytest.raises(ValueError, match="differentiator must be None"):
+        QuantumConv2D(2, differentiator="adjoint")
+
+
+def test_quantum_conv2d_sampled_values(sampled):
+    from qkeras_hybrid.layers import QuantumConv2D
+
+    images = np.random.default_rng(0).uniform(0, 1, size=(2, 3, 3, 1))
+    noisy = QuantumConv2D(1, kernel_size=2, depth=1, shots=100, seed=3, dtype="float64")
+    exact = QuantumConv2D(1, kernel_size=2, depth=1, dtype="float64")
+    for layer in (noisy, exact):
+        layer.build(images.shape)
+        layer.quantum_weights.assign(np.full((1, 1, 4), 0.4))
+    got, truth = noisy(images).numpy(), exact(images).numpy()
+    assert np.abs(got - truth).max() < 5 * 0.1 and not np.allclose(got, truth)
+    np.testing.assert_allclose(got * 50, np.round(got * 50), atol=1e-6)  # sample means of +-1 outcomes

@@ -9,7 +9,7 @@ import sympy
 import tensorflow as tf
 
 from qkeras_hybrid.circuits.compiled import CompiledCircuit
-from qkeras_hybrid.layers import _checks
+from qkeras_hybrid.layers import _checks, quantum_layer
 
 MAX_KERNEL_QUBITS = 20
 
@@ -92,6 +92,16 @@ class QuantumConv2D(keras.layers.Layer):
       initializer: initializer of the weights (default uniform in [0, 2 pi)).
       regularizer: optional regularizer of the weights.
       constraint: optional constraint of the weights.
+      shots: None for exact expectations, or the number of measurements of
+        each window's circuit (the output is then a sample mean, multiples
+        of 2 / shots).
+      seed: with `shots`: an int for the same sequence of outputs in a fresh
+        process, None for a different one every run (see `QuantumLayer`).
+      differentiator: with `shots`: `"parameter_shift"` (default),
+        `"adjoint"` (exact gradient of the analytic expectation, a
+        simulator's privilege) or `"finite_difference"` /
+        `qkeras_hybrid.differentiators.FiniteDifference(step)`, as in
+        `QuantumLayer`.
 
     Input shape:
       4D tensor `(batch, height, width, channels)`, real and finite.
@@ -120,9 +130,18 @@ class QuantumConv2D(keras.layers.Layer):
         initializer=None,
         regularizer=None,
         constraint=None,
+        shots=None,
+        seed=None,
+        differentiator=None,
         **kwargs,
     ):
         _checks.require_tensorflow_backend(self)
+        self.shots, self.seed = quantum_layer.check_shots(shots, seed, "native", type(self).__name__)
+        if self.shots is None and differentiator is not None:
+            raise ValueError("QuantumConv2D computes exact adjoint gradients without shots; differentiator must be "
+                             f"None unless shots= is given, got {differentiator!r}")
+        self.differentiator = (quantum_layer.shot_differentiator(differentiator, type(self).__name__)
+                               if self.shots is not None else None)
         if not _is_int(filters) or filters <= 0:
             raise ValueError(f"filters must be a positive integer, got {filters!r}")
         self.kernel_size = _pair(kernel_size, "kernel_size")
@@ -140,6 +159,8 @@ class QuantumConv2D(keras.layers.Layer):
                 f"{MAX_KERNEL_QUBITS} are supported"
             )
         super().__init__(**kwargs)
+        if self.shots is not None:
+            self._seed_generator = keras.random.SeedGenerator(self.seed, name="seed_generator")
         self.filters = int(filters)
         self.padding = padding.lower()
         self.depth = int(depth)
@@ -214,7 +235,11 @@ class QuantumConv2D(keras.layers.Layer):
         weights = tf.broadcast_to(weights, [num_windows, self.filters, self.depth * self.num_qubits])
         # One row per (image, window, channel, filter): a single simulator call.
         values = tf.reshape(tf.concat([pixels, weights], axis=-1), [-1, len(self.compiled.symbols)])
-        outputs = self.compiled.expectation(values, dtype=dtype)
+        if self.shots is None:
+            outputs = self.compiled.expectation(values, dtype=dtype)
+        else:
+            outputs = self.compiled.sampled_expectation(values, self.shots, self._seed_generator.next(),
+                                                        self.differentiator, dtype=dtype)
         outputs = tf.reshape(outputs, [batch, out_h, out_w, channels * self.filters])
         return outputs if outputs.dtype == self.compute_dtype else tf.cast(outputs, self.compute_dtype)
 
@@ -259,6 +284,9 @@ class QuantumConv2D(keras.layers.Layer):
                 "initializer": keras.initializers.serialize(self.initializer),
                 "regularizer": keras.regularizers.serialize(self.regularizer),
                 "constraint": keras.constraints.serialize(self.constraint),
+                "shots": self.shots,
+                "seed": self.seed,
+                "differentiator": quantum_layer.shot_differentiator_to_config(self.differentiator),
             }
         )
         return config
