@@ -216,16 +216,21 @@ def test_state_layer_learns_a_target_state_with_fit():
     truth = {"a": 1.1, "b": -0.7, "c": 0.4}
     target = cirq.Simulator(dtype=np.complex128).simulate(circuit, truth).final_state_vector.astype(np.complex64)
 
-    def infidelity(y_true, y_pred):
-        return 1.0 - tf.abs(tf.reduce_sum(tf.math.conj(tf.cast(y_true, y_pred.dtype)) * y_pred, axis=-1)) ** 2
+    # Keras losses cast y_true and y_pred to their dtype (floatx by default): a complex one keeps the phases.
+    class Infidelity(keras.losses.Loss):
+        def __init__(self):
+            super().__init__(dtype="complex64")
+
+        def call(self, y_true, y_pred):
+            return 1.0 - tf.abs(tf.reduce_sum(tf.math.conj(y_true) * y_pred, axis=-1)) ** 2
 
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((1,)), StateLayer(circuit, initializer=keras.initializers.Constant(0.5))])
-    model.compile(keras.optimizers.Adam(0.1), loss=infidelity)
+    model.compile(keras.optimizers.Adam(0.05), loss=Infidelity())
     x, y = np.zeros((16, 1), np.float32), np.tile(target, (16, 1))
     before = model.evaluate(x, y, verbose=0)
-    model.fit(x, y, epochs=60, batch_size=16, verbose=0)
-    assert before > 0.05 and model.evaluate(x, y, verbose=0) < 1e-3
+    model.fit(x, y, epochs=100, batch_size=16, verbose=0)
+    assert before > 0.1 and model.evaluate(x, y, verbose=0) < 1e-3
 
 
 def chi_square_p_value(counts, probabilities):

@@ -79,6 +79,10 @@ def _without_gradient(layer_name, angles, outputs):
     @tf.custom_gradient
     def attach(angles, outputs):
         def grad(upstream):
+            from tensorflow.python.saved_model import save_context
+
+            if save_context.in_save_context():  # SavedModel traces every gradient: export must not fail
+                return None, None
             raise ValueError(
                 f"{layer_name}: sampled probabilities (shots=...) have no gradient. Use shots=None for exact, "
                 "differentiable probabilities, freeze the layer (trainable=False) and stop gradients into its "
@@ -382,7 +386,10 @@ class StateLayer(_MeasurementLayer):
     `Statevector`. Differentiable for real-valued losses of the state (a
     fidelity `|<target|psi>|**2`, say) with respect to inputs and weights, by
     the adjoint method, so state learning and quantum autoencoders train
-    with `fit`.
+    with `fit`. Keras losses cast `y_true` and `y_pred` to their `dtype`
+    (float32 by default, which drops imaginary parts): give a loss on states
+    `dtype="complex64"` (a `keras.losses.Loss` subclass whose `call` returns
+    a real value, e.g. `1 - |<y_true|y_pred>|**2`).
 
     Args:
       circuit: a `cirq.Circuit` with sympy symbols, or a
