@@ -62,6 +62,7 @@ OPS = {
     "tape_expectation": ["angles"],
     "tape_expectation_from_state": ["initial_state", "angles"],
     "tape_expectation_and_state": ["angles"],
+    "tape_expectation_and_state_both": ["angles"],  # a loss of both outputs
 }
 MODES = ["eager", "graph", "capture"]  # capture: a new tf.function closing over the inputs
 MODE_WEIGHTS = [0.55, 0.35, 0.10]
@@ -333,16 +334,19 @@ class Runner:
         tf, ops = self.tf, self.ops
         if not op.startswith("tape_"):
             return getattr(ops, op)
-        forward = getattr(ops, op[len("tape_"):])
+        both = op.endswith("_both")
+        forward = getattr(ops, op[len("tape_"):len(op) - len("_both") * both])
 
         def tape(*args):
             watched = [a for a in args[6:] if tf.is_tensor(a) and a.dtype in (tf.float32, tf.float64)]
             with tf.GradientTape() as t:
                 t.watch(watched)
                 out = forward(*args)
-                # expectation_and_state: (expectations, final_state); only the first is differentiable.
+                # expectation_and_state: (expectations, final_state).
                 e = out[0] if isinstance(out, tuple) else out
                 loss = tf.reduce_sum(e * tf.cast(tf.range(1, tf.shape(e)[-1] + 1), e.dtype))
+                if both:
+                    loss += tf.reduce_sum(out[1] * tf.cast(tf.range(tf.shape(out[1])[-1]) % 3 - 1, e.dtype))
             return out, t.gradient(loss, watched)
 
         return tape

@@ -181,26 +181,50 @@ def test_symbolic_gradients_in_a_graph(dtype):
 
 
 @pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf_function"])
-def test_gradient_into_final_state_is_not_implemented(graph):
-    cc, angles, upstream = _case("complex", 4, 3)
+@pytest.mark.parametrize("kind", ["complex", "real"])
+def test_loss_of_both_outputs_matches_finite_differences(kind, graph):
+    """A loss that uses the final state too: its gradient adds the State op's
+    adjoint sweep from the co-state the loss defines."""
+    cc, angles, upstream = _case(kind, 5, 3)
+    weights = np.random.default_rng(9).normal(size=(3, 2, 32))  # on real and imaginary parts
+
+    def rows(a):
+        e, state = ops.expectation_and_state(*cc.program_inputs, tf.constant(a))
+        return np.sum(upstream * e.numpy(), axis=1) + np.sum(weights * state.numpy(), axis=(1, 2))
+
+    fd = np.zeros_like(angles)
+    for j in range(angles.shape[1]):
+        plus, minus = angles.copy(), angles.copy()
+        plus[:, j] += 1e-6
+        minus[:, j] -= 1e-6
+        fd[:, j] = (rows(plus) - rows(minus)) / 2e-6
     a = tf.constant(angles)
 
     def grad(use_state):
         with tf.GradientTape() as tape:
             tape.watch(a)
             e, state = ops.expectation_and_state(*cc.program_inputs, a)
-            loss = tf.reduce_sum(e) + use_state(state)
+            loss = tf.reduce_sum(tf.constant(upstream) * e) + use_state(state)
         return tape.gradient(loss, a)
 
     if graph:
         grad = tf.function(grad)
-    with pytest.raises(tf.errors.UnimplementedError, match="final_state output of QkerasHybrid>ExpectationAndState"
-                       " .* is not differentiable yet"):
-        grad(lambda s: tf.reduce_sum(s[:, 0, :3] ** 2))
-    # A state that does not reach the loss is fine: stopped, or unused.
-    expected = _old(cc, angles, np.ones((3, 3)))[1]
-    np.testing.assert_allclose(grad(lambda s: tf.reduce_sum(tf.stop_gradient(s))).numpy(), expected, atol=1e-12)
-    np.testing.assert_allclose(grad(lambda s: 0.0).numpy(), expected, atol=1e-12)
+    np.testing.assert_allclose(grad(lambda s: tf.reduce_sum(tf.constant(weights) * s)).numpy(), fd, atol=1e-7)
+    # A state that does not reach the loss: stopped, or unused.
+    d_old = _old(cc, angles, upstream)[1]
+    np.testing.assert_allclose(grad(lambda s: tf.reduce_sum(tf.stop_gradient(s))).numpy(), d_old, atol=1e-12)
+    np.testing.assert_allclose(grad(lambda s: 0.0).numpy(), d_old, atol=1e-12)
+
+    def state_only(budget):
+        with tf.GradientTape() as tape:
+            tape.watch(a)
+            _, state = ops.expectation_and_state(*cc.program_inputs, a, max_state_bytes=budget)
+            loss = tf.reduce_sum(tf.constant(weights[:, :, :state.shape[2]][:state.shape[0]]) * state)
+        return tape.gradient(loss, a)
+
+    np.testing.assert_allclose(state_only(None).numpy(), fd - _fd(cc, angles, upstream), atol=1e-7)
+    # Past the budget the state output is empty, and so is its gradient.
+    np.testing.assert_array_equal(state_only(0).numpy(), np.zeros_like(angles))
 
 
 @pytest.mark.parametrize("kind", ["complex", "real"])

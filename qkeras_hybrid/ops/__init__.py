@@ -223,11 +223,11 @@ def expectation_and_state(
     sweep again. Inside a graph that uses only `expectations` (inference), the
     states are not copied out.
 
-    Only `expectations` is differentiable: a gradient flowing into
-    `final_state` raises `tf.errors.UnimplementedError` (eagerly, a nonzero
-    one; in a graph, any but TF's zeros for an unused output), since the
-    adjoint sweep would have to start from a co-state the simulator does not
-    take yet.
+    Both outputs are differentiable with respect to `angles`. A gradient
+    flowing into `final_state` (a loss that uses the state) costs a second
+    adjoint sweep, from the co-state that gradient defines (the `State` op's
+    gradient, `qkeras_hybrid.ops.measure`); one that does not (TF's zeros for
+    an unused output) costs nothing.
     """
     num_qubits, block_meta, gate_meta, gate_data, pauli_masks, pauli_coeffs = _program(
         num_qubits, block_meta, gate_meta, gate_data, pauli_masks, pauli_coeffs)
@@ -278,25 +278,35 @@ def expectation_adjoint_grad_from_final_state(
 
 @tf.RegisterGradient(AND_STATE_OP)
 def _expectation_and_state_grad(op, upstream, upstream_state):
+    program, angles, final_state = op.inputs[:6], op.inputs[6], op.outputs[1]
+    parts = []
+    # TF fills the gradient of an output that does not reach the loss with zeros:
+    # such a part needs no sweep.
+    if not _is_zero_gradient(upstream):
+        parts.append(expectation_adjoint_grad_from_final_state(*program, angles, final_state, upstream))
     if not _is_zero_gradient(upstream_state):
-        # Exact would be the adjoint sweep from the co-state O_w psi + upstream_state / 2,
-        # which the simulator's GradientFromFinalState does not take yet.
-        node = f", node {op.name!r}" if hasattr(op, "name") else ""  # eager ops have no name
-        raise tf.errors.UnimplementedError(
-            None, None,
-            f"The final_state output of {AND_STATE_OP} (qkeras_hybrid.ops.expectation_and_state{node}) is "
-            "not differentiable yet, but a gradient flows into it: only its expectations output has a "
-            "gradient. Differentiate the expectations only, or tf.stop_gradient the state.")
-    if upstream is None:
-        return [None] * 7
-    d_angles = expectation_adjoint_grad_from_final_state(*op.inputs, op.outputs[1], upstream)
+        parts.append(_final_state_vjp(program, angles, final_state, upstream_state))
+    d_angles = tf.add_n(parts) if parts else tf.zeros_like(angles)
     return [None] * 6 + [d_angles]
+
+
+def _final_state_vjp(program, angles, final_state, upstream):
+    """d sum(upstream * final_state) / d angles: the State op's adjoint sweep
+    from the kept states. Without them (past `max_state_bytes`) the state
+    output is empty, and so is its contribution."""
+    def vjp():
+        return load().qkeras_hybrid_state_adjoint_grad(
+            *program, angles=angles, state=final_state, upstream=upstream)
+
+    kept = tf.equal(tf.shape(final_state)[0], tf.shape(angles)[0])
+    return tf.cond(kept, vjp, lambda: tf.zeros_like(angles))
 
 
 def _is_zero_gradient(grad):
     """Whether `grad` is absent or zero: eagerly by its values; in a graph,
     whether it is one of the zero tensors TF's gradient code fills in for an
-    unused output (ZerosLike, or zeros as a Const or a Fill)."""
+    output that does not reach the loss (ZerosLike, or zeros as a Const or a
+    Fill)."""
     if grad is None:
         return True
     if tf.executing_eagerly():
