@@ -403,10 +403,12 @@ class SampledExpectationOp : public ExpectationOpBase<T> {
           const std::vector<uint64_t>& masks = local_masks[g];
           const size_t nt = masks.size();
           odd.assign(chunks * nt, 0);
+          // A pointer, not the thread_local: chunks may run on other threads.
+          int64_t* odd_counts = odd.data();
           // Stream g + 1: Sample uses stream 0.
           DrawShots(generator, row, static_cast<uint32_t>(g + 1), shots, cdf.data(), outcomes,
                     chunks, parallel, [&](int chunk, uint64_t, uint64_t m) {
-                      int64_t* count = odd.data() + chunk * nt;
+                      int64_t* count = odd_counts + chunk * nt;
                       for (size_t t = 0; t < nt; ++t) count[t] += __builtin_parityll(m & masks[t]);
                     });
           for (size_t t = 0; t < nt; ++t) {
