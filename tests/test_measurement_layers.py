@@ -1,9 +1,5 @@
 """ProbabilityLayer, SampleLayer, StateLayer against cirq.Simulator, Qiskit and finite differences."""
 
-import os
-import sys
-import types
-
 import cirq
 import keras
 import numpy as np
@@ -12,49 +8,7 @@ import sympy
 import tensorflow as tf
 
 from conftest import run_fresh_python
-from qkeras_hybrid.layers import measurement
 from qkeras_hybrid.layers.measurement import ProbabilityLayer, SampleLayer, StateLayer, frequencies
-
-try:
-    from qkeras_hybrid.ops import measure as _real_measure  # noqa: F401
-
-    HAVE_OPS = True
-except ImportError:
-    HAVE_OPS = False
-
-needs_ops = pytest.mark.skipif(not HAVE_OPS, reason="qkeras_hybrid.ops.measure not built yet")
-
-
-def _stand_in():
-    """A pure-TF stand-in for qkeras_hybrid.ops.measure (forward only), until the real ops exist."""
-    from qkeras_hybrid import ops
-
-    def state(program_inputs, angles):
-        return ops.expectation_and_state(*program_inputs, angles)[1]
-
-    def probabilities(program_inputs, angles, qubits):
-        s = state(program_inputs, angles)
-        p = s[:, 0] ** 2 + s[:, 1] ** 2
-        n = int(program_inputs[0].numpy())
-        p = tf.reshape(p, [-1] + [2] * n)
-        rest = [1 + n - 1 - q for q in range(n) if q not in qubits]
-        p = tf.transpose(p, [0] + [1 + n - 1 - q for q in qubits] + rest)
-        return tf.reduce_sum(tf.reshape(p, [tf.shape(p)[0], 2 ** len(qubits), -1]), axis=-1)
-
-    def sample(program_inputs, angles, qubits, shots, seed):
-        p = probabilities(program_inputs, angles, qubits)
-        index = tf.random.stateless_categorical(tf.math.log(tf.cast(p, tf.float64)), shots, seed, dtype=tf.int32)
-        k = len(qubits)
-        return tf.stack([tf.bitwise.bitwise_and(tf.bitwise.right_shift(index, k - 1 - j), 1) for j in range(k)], axis=-1)
-
-    return types.SimpleNamespace(state=state, probabilities=probabilities, sample=sample)
-
-
-@pytest.fixture(autouse=True)
-def _measure_ops(monkeypatch):
-    if not HAVE_OPS:
-        monkeypatch.setattr(measurement, "_measure_ops", _stand_in)
-
 
 Q = cirq.LineQubit.range(3)
 X0, X1, W0, W1, W2 = sympy.symbols("x0 x1 w0 w1 w2")
@@ -148,7 +102,6 @@ def test_output_specs_and_functional_model():
     assert out[2].dtype == np.int32 and set(np.unique(out[2])) <= {0, 1}
 
 
-@needs_ops
 def test_probability_gradient_matches_finite_differences():
     layer = ProbabilityLayer(circuit3(), qubits=[Q[2], Q[1]], input_symbols=[X0, X1], dtype="float64")
     layer.build((None, 2))
@@ -176,7 +129,6 @@ def test_probability_gradient_matches_finite_differences():
     layer.quantum_weights.assign(w0)
 
 
-@needs_ops
 def test_state_gradient_of_fidelity_matches_finite_differences():
     layer = StateLayer(circuit3(), input_symbols=[X0, X1], dtype="float64")
     layer.build((None, 2))
@@ -208,7 +160,6 @@ def test_state_gradient_of_fidelity_matches_finite_differences():
     np.testing.assert_allclose(dx.numpy()[2, 1], (float(loss(XS + e)) - float(loss(XS - e))) / (2 * eps), atol=1e-7)
 
 
-@needs_ops
 def test_state_layer_learns_a_target_state_with_fit():
     q = cirq.LineQubit.range(2)
     a, b, c = sympy.symbols("a b c")
@@ -378,7 +329,6 @@ def _model(tmp_path):
     return keras.Model(inputs, outputs)
 
 
-@needs_ops
 def test_keras_file_round_trip_in_fresh_process(tmp_path):
     model = _model(tmp_path)
     path = tmp_path / "m.keras"
@@ -401,7 +351,6 @@ def test_keras_file_round_trip_in_fresh_process(tmp_path):
             np.testing.assert_array_equal(got, np.asarray(o))
 
 
-@needs_ops
 def test_savedmodel_export_in_fresh_process(tmp_path):
     model = _model(tmp_path)
     export_dir = tmp_path / "exported"
@@ -428,7 +377,6 @@ def test_savedmodel_export_in_fresh_process(tmp_path):
                 np.testing.assert_array_equal(got, o)
 
 
-@needs_ops
 def test_same_seed_same_outputs_in_two_processes(tmp_path):
     code = f"""
         import numpy as np, cirq, sympy, keras, tensorflow as tf

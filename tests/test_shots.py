@@ -1,8 +1,5 @@
 """QuantumLayer(shots=...): sampled expectations, seeds and the three gradient methods."""
 
-import sys
-import types
-
 import cirq
 import keras
 import numpy as np
@@ -10,41 +7,11 @@ import pytest
 import sympy
 import tensorflow as tf
 
-import qkeras_hybrid.ops
 from conftest import random_cirq_circuit, random_pauli_sum, run_fresh_python
 from qkeras_hybrid import differentiators, ops
 from qkeras_hybrid.circuits.compiled import shift_rule
 from qkeras_hybrid.layers import QuantumLayer
-
-try:
-    from qkeras_hybrid.ops import measure as REAL_MEASURE
-
-    HAVE_OPS = hasattr(REAL_MEASURE, "sampled_expectation")
-except ImportError:
-    REAL_MEASURE, HAVE_OPS = None, False
-
-needs_ops = pytest.mark.skipif(not HAVE_OPS, reason="qkeras_hybrid.ops.measure not built yet")
-
-
-def _binomial_stand_in(program, angles, shots, seed):
-    """Stand-in for single Pauli-string observables with coefficient 1 (plumbing tests only)."""
-    exact = tf.clip_by_value(ops.expectation(*program, angles), -1.0, 1.0)
-    ones = tf.random.stateless_binomial(tf.shape(exact), seed, tf.cast(shots, exact.dtype), (1.0 + exact) / 2.0,
-                                        output_dtype=exact.dtype)
-    return 2.0 * ones / shots - 1.0
-
-
-def _install(monkeypatch, sampled_expectation):
-    module = types.SimpleNamespace(sampled_expectation=sampled_expectation)
-    monkeypatch.setitem(sys.modules, "qkeras_hybrid.ops.measure", module)
-    monkeypatch.setattr(qkeras_hybrid.ops, "measure", module, raising=False)
-
-
-@pytest.fixture
-def sampled(monkeypatch):
-    """The real sampled op, else the binomial stand-in."""
-    if not HAVE_OPS:
-        _install(monkeypatch, _binomial_stand_in)
+from qkeras_hybrid.ops import measure
 
 
 @pytest.fixture
@@ -56,7 +23,7 @@ def exact_sampler(monkeypatch):
         calls.append(angles.shape)
         return ops.expectation(*program, angles)
 
-    _install(monkeypatch, exact)
+    monkeypatch.setattr(measure, "sampled_expectation", exact)
     return calls
 
 
@@ -147,7 +114,7 @@ def test_shift_rule_formula():
         np.testing.assert_allclose(estimate, np.sum(-amp * freqs * np.sin(freqs * a + phase)), atol=1e-9)
 
 
-def test_adjoint_differentiator_gives_the_exact_gradient(sampled):
+def test_adjoint_differentiator_gives_the_exact_gradient():
     noisy, exact = pair(shots=100, seed=1, differentiator="adjoint")
     np.testing.assert_allclose(grads(noisy, XS, UPSTREAM), grads(exact, XS, UPSTREAM), atol=1e-10)
 
@@ -162,7 +129,7 @@ def test_finite_difference_step(exact_sampler):
     np.testing.assert_allclose(grads(noisy, XS, UPSTREAM), grads(exact, XS, UPSTREAM), atol=1e-4)
 
 
-def test_sampled_means_within_standard_errors(sampled):
+def test_sampled_means_within_standard_errors():
     shots, runs = 200, 300
     noisy, exact = pair(shots=shots, seed=5)
     truth = exact(XS).numpy()
@@ -174,7 +141,7 @@ def test_sampled_means_within_standard_errors(sampled):
     assert not np.allclose(draws[0], draws[1])
 
 
-def test_parameter_shift_with_shots_averages_to_the_exact_gradient(sampled):
+def test_parameter_shift_with_shots_averages_to_the_exact_gradient():
     noisy, exact = pair(shots=500, seed=9)
     truth = grads(exact, XS, UPSTREAM)
     samples = np.stack([grads(noisy, XS, UPSTREAM) for _ in range(150)])
@@ -184,7 +151,7 @@ def test_parameter_shift_with_shots_averages_to_the_exact_gradient(sampled):
     np.testing.assert_allclose(mean, truth, atol=0.05)
 
 
-def test_same_seed_same_sequence_other_seed_other(sampled):
+def test_same_seed_same_sequence_other_seed_other():
     a, _ = pair(shots=50, seed=3)
     b, _ = pair(shots=50, seed=3)
     c, _ = pair(shots=50, seed=4)
@@ -195,7 +162,7 @@ def test_same_seed_same_sequence_other_seed_other(sampled):
     assert not np.array_equal(a(XS).numpy(), first)
 
 
-def test_fit_with_shots(sampled):
+def test_fit_with_shots():
     keras.utils.set_random_seed(1)
     model = keras.Sequential([keras.Input((1,)), QuantumLayer(circuit(), OBS[:1], input_symbols=[X], shots=300,
                                                               seed=2)])
@@ -229,7 +196,6 @@ def test_get_config_round_trip():
     assert clone.differentiator.shift == 0.05
 
 
-@needs_ops
 def test_keras_file_and_export_in_fresh_process(tmp_path):
     model = keras.Sequential([keras.Input((1,)), QuantumLayer(circuit(), OBS, input_symbols=[X], shots=100,
                                                               seed=4)])
@@ -272,7 +238,7 @@ def test_quantum_conv2d_with_shots(exact_sampler):
         QuantumConv2D(2, differentiator="adjoint")
 
 
-def test_quantum_conv2d_sampled_values(sampled):
+def test_quantum_conv2d_sampled_values():
     from qkeras_hybrid.layers import QuantumConv2D
 
     images = np.random.default_rng(0).uniform(0, 1, size=(2, 3, 3, 1))

@@ -346,7 +346,7 @@ class SampleLayer(_MeasurementLayer):
 
     >>> import cirq, keras
     >>> q = cirq.LineQubit.range(2)
-    >>> layer = SampleLayer(cirq.Circuit(cirq.X(q[1])), shots=3, seed=0)
+    >>> layer = SampleLayer(cirq.Circuit(cirq.I(q[0]), cirq.X(q[1])), shots=3, seed=0)
     >>> layer(keras.ops.zeros((1, 0))).numpy().tolist()
     [[[0, 1], [0, 1], [0, 1]]]
     """
@@ -409,7 +409,7 @@ class StateLayer(_MeasurementLayer):
 
     >>> import cirq, keras
     >>> q = cirq.LineQubit.range(2)
-    >>> StateLayer(cirq.Circuit(cirq.X(q[0])))(keras.ops.zeros((1, 0))).numpy()
+    >>> StateLayer(cirq.Circuit(cirq.X(q[0]), cirq.I(q[1])))(keras.ops.zeros((1, 0))).numpy()
     array([[0.+0.j, 0.+0.j, 1.+0.j, 0.+0.j]], dtype=complex64)
     """
 
