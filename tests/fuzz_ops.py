@@ -601,5 +601,115 @@ def main(argv=None):
     return 1 if total["failures"] else 0
 
 
+
+# ------------------------------------------------ measurement ops (issue 14)
+# The ops of qkeras_hybrid.ops.measure, added to the tables above: their
+# extra inputs (qubits, shots, seed, a state and upstreams of their shapes)
+# and the functions that call them.
+
+MEASURE_OPS = {
+    "probabilities": ["angles", "qubits"],
+    "probabilities_adjoint_grad": ["angles", "qubits", "upstream_probabilities"],
+    "state": ["angles"],
+    "state_adjoint_grad": ["angles", "state", "upstream_state"],
+    "sample": ["angles", "qubits", "shots", "seed"],
+    "sampled_expectation": ["angles", "shots", "seed"],
+    "tape_probabilities": ["angles", "qubits"],
+    "tape_state": ["angles"],
+}
+OPS.update(MEASURE_OPS)
+BATCHED = BATCHED + ("state", "upstream_probabilities", "upstream_state")
+# Shots beyond this are fuzzed only where they fail fast: a sample output that
+# cannot fit in memory. Otherwise they are valid requests for minutes of work.
+MAX_FUZZ_SHOTS = 10**5
+_expectation_valid_inputs = _valid_inputs
+_expectation_make_case = make_case
+_expectation_fn = Runner._fn
+
+
+def _unit_states(rng, batch, n, dtype):
+    psi = rng.normal(size=(batch, 2, 2**n))
+    return (psi / (np.sqrt((psi**2).sum(axis=(1, 2), keepdims=True)) + 1e-12)).astype(dtype)
+
+
+def _valid_inputs(rng, base, op, float_dtype):  # noqa: F811 (extends the one above)
+    arrays = _expectation_valid_inputs(rng, base, op, float_dtype)
+    if op not in MEASURE_OPS:
+        return arrays
+    n, batch = base["num_qubits"], arrays["angles"].shape[0]
+    names = MEASURE_OPS[op]
+    k = int(rng.integers(1, n + 1))
+    if "qubits" in names:
+        arrays["qubits"] = rng.permutation(n)[:k].astype(np.int32)
+    if "shots" in names:
+        arrays["shots"] = np.array(rng.choice([1, 2, 10, 100, 1000]), np.int32)
+    if "seed" in names:
+        arrays["seed"] = rng.integers(-(2**63), 2**63 - 1, size=2, dtype=np.int64)
+    if "upstream_probabilities" in names:
+        arrays["upstream_probabilities"] = rng.normal(size=(batch, 2**k)).astype(float_dtype)
+    if "state" in names:
+        arrays["state"] = _unit_states(rng, batch, n, float_dtype)
+        arrays["upstream_state"] = rng.normal(size=(batch, 2, 2**n)).astype(float_dtype)
+    return arrays
+
+
+def _dims(value):
+    return value[1] if isinstance(value, tuple) else np.shape(value)
+
+
+def make_case(pool, seed, chunk, index):  # noqa: F811 (extends the one above)
+    case = _expectation_make_case(pool, seed, chunk, index)
+    if "shots" not in case["names"]:
+        return case
+    inputs = dict(zip(case["names"], case["inputs"]))
+    kind, shots = inputs["shots"]
+    if isinstance(shots, tuple) or np.size(shots) != 1 or np.asarray(shots).dtype.kind not in "iuf":
+        return case
+    value = float(np.asarray(shots).reshape(-1)[0])
+    if value <= MAX_FUZZ_SHOTS:
+        return case
+    if case["op"] == "sample":
+        batch = _dims(inputs["angles"][1])[0] if len(_dims(inputs["angles"][1])) else 1
+        k = _dims(inputs["qubits"][1])[0] if len(_dims(inputs["qubits"][1])) else 1
+        if float(batch) * value * float(k) * 4 > 64e9:  # more than any test machine's memory: fails fast
+            return case
+    inputs["shots"] = (kind, np.asarray(shots).astype(np.asarray(shots).dtype).clip(max=MAX_FUZZ_SHOTS))
+    case["inputs"] = [inputs[n] for n in case["names"]]
+    case["mutations"] = case["mutations"] + [f"shots: clipped to {MAX_FUZZ_SHOTS}"]
+    return case
+
+
+def _measure_fn(self, op):
+    if op not in MEASURE_OPS:
+        return _expectation_fn(self, op)
+    tf = self.tf
+    from qkeras_hybrid.ops import measure
+
+    forward = {
+        "probabilities_adjoint_grad": lambda *a: measure.probabilities_adjoint_grad(a[:6], a[6], a[7], a[8]),
+        "state_adjoint_grad": lambda *a: measure.state_adjoint_grad(a[:6], a[6], a[7], a[8]),
+        "probabilities": lambda *a: measure.probabilities(a[:6], a[6], a[7]),
+        "state": lambda *a: measure.state(a[:6], a[6]),
+        "sample": lambda *a: measure.sample(a[:6], a[6], a[7], a[8], a[9]),
+        "sampled_expectation": lambda *a: measure.sampled_expectation(a[:6], a[6], a[7], a[8]),
+    }
+    if not op.startswith("tape_"):
+        return forward[op]
+    fn = forward[op[len("tape_"):]]
+
+    def tape(*args):
+        watched = [a for a in args[6:7] if tf.is_tensor(a) and a.dtype in (tf.float32, tf.float64)]
+        with tf.GradientTape() as t:
+            t.watch(watched)
+            out = fn(*args)
+            flat = tf.reshape(out, [-1])
+            loss = tf.reduce_sum(flat * tf.cast(tf.range(tf.shape(flat)[0]) % 5 - 2, out.dtype))
+        return out, t.gradient(loss, watched)
+
+    return tape
+
+
+Runner._fn = _measure_fn
+
 if __name__ == "__main__":
     sys.exit(main())

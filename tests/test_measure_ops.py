@@ -15,7 +15,6 @@ import tensorflow as tf
 
 import cirq
 import qkeras_hybrid as qh
-from qkeras_hybrid.ops import load
 from qkeras_hybrid.ops import measure as M
 
 from conftest import central_fd, random_cirq_circuit
@@ -324,14 +323,14 @@ def test_bad_shots_seeds_and_upstreams():
         M.sample(p, tf.zeros([100000, 0], tf.float64), [0, 1], 2**31 - 1, [0, 0])
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"angles\[0, 0\] is not finite"):
         M.probabilities(_complex_circuit(2).program_inputs, tf.fill([1, 12], np.nan), [0])
-    lib = load()
     with pytest.raises(tf.errors.InvalidArgumentError, match="upstream must have shape"):
-        lib.qkeras_hybrid_probabilities_adjoint_grad(*p, angles=a, qubits=[0], upstream=tf.zeros([2, 4], tf.float64))
+        M.probabilities_adjoint_grad(p, a, [0], tf.zeros([2, 4], tf.float64))
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"upstream\[1, 0\] is not finite"):
-        lib.qkeras_hybrid_probabilities_adjoint_grad(
-            *p, angles=a, qubits=[0], upstream=tf.constant([[0, 0], [np.inf, 0]], tf.float64))
+        M.probabilities_adjoint_grad(p, a, [0], tf.constant([[0, 0], [np.inf, 0]], tf.float64))
     state = M.state(p, a)
     with pytest.raises(tf.errors.InvalidArgumentError, match="upstream must have shape"):
-        lib.qkeras_hybrid_state_adjoint_grad(*p, angles=a, state=state, upstream=tf.zeros([2, 2, 8], tf.float64))
+        M.state_adjoint_grad(p, a, state, tf.zeros([2, 2, 8], tf.float64))
     with pytest.raises(tf.errors.InvalidArgumentError, match="state must have shape"):
-        lib.qkeras_hybrid_state_adjoint_grad(*p, angles=a, state=state[:1], upstream=state)
+        M.state_adjoint_grad(p, a, state[:1], state)
+    with pytest.raises(TypeError, match="must all have one dtype"):
+        M.state_adjoint_grad(p, a, tf.cast(state, tf.float32), state)

@@ -30,9 +30,11 @@ __all__ = [
     "SAMPLED_EXPECTATION_OP",
     "STATE_OP",
     "probabilities",
+    "probabilities_adjoint_grad",
     "sample",
     "sampled_expectation",
     "state",
+    "state_adjoint_grad",
     "to_cirq_order",
 ]
 
@@ -96,10 +98,17 @@ def probabilities(program_inputs, angles, qubits):
                                               qubits=_qubits(qubits))
 
 
+def probabilities_adjoint_grad(program_inputs, angles, qubits, upstream):
+    """Raw op: `sum_m upstream[b, m] d probabilities[b, m] / d angles[b, a]`
+    `[B, A]` by the adjoint method (the gradient of `probabilities`)."""
+    angles, upstream = _floats(angles=angles, upstream=upstream)
+    return load().qkeras_hybrid_probabilities_adjoint_grad(
+        **_program_dict(program_inputs), angles=angles, qubits=_qubits(qubits), upstream=upstream)
+
+
 @tf.RegisterGradient(PROBABILITIES_OP)
 def _probabilities_grad(op, upstream):
-    d_angles = load().qkeras_hybrid_probabilities_adjoint_grad(
-        *op.inputs[:6], angles=op.inputs[6], qubits=op.inputs[7], upstream=upstream)
+    d_angles = probabilities_adjoint_grad(op.inputs[:6], op.inputs[6], op.inputs[7], upstream)
     return [None] * 6 + [d_angles, None]
 
 
@@ -115,10 +124,18 @@ def state(program_inputs, angles):
     return load().qkeras_hybrid_state(**_program_dict(program_inputs), angles=angles)
 
 
+def state_adjoint_grad(program_inputs, angles, state, upstream):
+    """Raw op: `sum upstream[b] * d state[b] / d angles[b, a]` `[B, A]` (the
+    gradient of `state`), by the adjoint sweep from `state`, the output of
+    `state` at the same angles (exact only for that state)."""
+    angles, state, upstream = _floats(angles=angles, state=state, upstream=upstream)
+    return load().qkeras_hybrid_state_adjoint_grad(
+        **_program_dict(program_inputs), angles=angles, state=state, upstream=upstream)
+
+
 @tf.RegisterGradient(STATE_OP)
 def _state_grad(op, upstream):
-    d_angles = load().qkeras_hybrid_state_adjoint_grad(
-        *op.inputs[:6], angles=op.inputs[6], state=op.outputs[0], upstream=upstream)
+    d_angles = state_adjoint_grad(op.inputs[:6], op.inputs[6], op.outputs[0], upstream)
     return [None] * 6 + [d_angles]
 
 
