@@ -397,3 +397,17 @@ def test_same_seed_same_outputs_in_two_processes(tmp_path):
         np.testing.assert_array_equal(a[key], b[key])
     assert not np.array_equal(a["arr_0"], a["arr_1"])
     assert not np.array_equal(a["arr_0"], c["arr_0"])
+
+
+def test_quantum_tensorboard_logs_measurement_layers(tmp_path):
+    from qkeras_hybrid.callbacks import QuantumTensorBoard
+
+    inputs = keras.Input((2,))
+    probs = ProbabilityLayer(circuit3(), qubits=[Q[0]], input_symbols=[X0, X1])(inputs)
+    model = keras.Model(inputs, probs)
+    model.compile("adam", "mse")
+    y = np.tile([[0.2, 0.8]], (5, 1))
+    callback = QuantumTensorBoard(str(tmp_path), gradient_data=(XS, y))
+    model.fit(XS, y, epochs=2, verbose=0, callbacks=[callback])
+    norms = callback.history[f"{model.layers[1].name}/grad_norm"]
+    assert len(norms) == 2 and norms[0] > 0

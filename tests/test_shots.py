@@ -250,3 +250,43 @@ def test_quantum_conv2d_sampled_values():
     got, truth = noisy(images).numpy(), exact(images).numpy()
     assert np.abs(got - truth).max() < 5 * 0.1 and not np.allclose(got, truth)
     np.testing.assert_allclose(got * 50, np.round(got * 50), atol=1e-6)  # sample means of +-1 outcomes
+
+
+def test_seeds_across_processes_and_unseeded_runs(tmp_path):
+    code = f"""
+        import numpy as np, cirq, sympy, tensorflow as tf
+        from qkeras_hybrid.layers import QuantumLayer
+        q = cirq.LineQubit.range(2)
+        x, w = sympy.symbols("x w")
+        layer = QuantumLayer(cirq.Circuit(cirq.rx(x)(q[0]), cirq.ry(w)(q[1]), cirq.CNOT(*q)),
+                             [cirq.Z(q[0]), cirq.X(q[1])], input_symbols=[x], shots=100, seed=SEED,
+                             initializer="ones")
+        xs = tf.constant([[0.4], [1.3]])
+        with tf.GradientTape() as tape:
+            y = layer(xs)
+        grad = tape.gradient(y, layer.quantum_weights)
+        np.savez({str(tmp_path)!r} + "/OUT.npz", y.numpy(), layer(xs).numpy(), grad.numpy())
+    """
+    for name, seed in (("a", 5), ("b", 5), ("c", 6), ("d", None), ("e", None)):
+        run_fresh_python(code.replace("SEED", str(seed)).replace("OUT", name))
+    a, b, c, d, e = (np.load(tmp_path / f"{n}.npz") for n in "abcde")
+    for key in a.files:
+        np.testing.assert_array_equal(a[key], b[key])
+    assert not np.array_equal(a["arr_0"], a["arr_1"])  # the state advances per call
+    assert not np.array_equal(a["arr_0"], c["arr_0"]) and not np.array_equal(a["arr_2"], c["arr_2"])
+    assert not np.array_equal(d["arr_0"], e["arr_0"])  # seed=None: another sequence every run
+
+
+def test_mixed_precision_with_shots():
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        layer = QuantumLayer(circuit(), OBS, input_symbols=[X], shots=50, seed=0)
+        x = tf.constant(XS, tf.float16)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+        assert y.dtype == tf.float16 and layer.quantum_weights.dtype == "float32"
+        assert tape.gradient(y, layer.quantum_weights).dtype == tf.float32
+    finally:
+        keras.config.set_dtype_policy(policy)
