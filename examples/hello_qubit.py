@@ -11,7 +11,18 @@ rule at few and many shots. Here:
 2. Training runs (SGD) with each method at 100 and 10,000 shots; the loss
    curves go to a PNG, and the exact <sigma_z> of the final angles is printed.
 
+Two engines run the same experiment:
+
+* `--engine qiskit` (default): `QiskitLayer` on the Qiskit circuit
+  U3(theta, phi, lambda), sampled by Qiskit's sampler;
+* `--engine native`: `QuantumLayer(shots=..., differentiator=...)` on the
+  native simulator, with the Cirq circuit Rz(lambda), Ry(theta), Rz(phi),
+  which is U3 up to a global phase (the same <sigma_z>). Its gradients are
+  `differentiator="parameter_shift"` (the shift rule, estimated with the same
+  shots) and `FiniteDifference(0.01)` (central differences of sampled values).
+
     python examples/hello_qubit.py                 # ~1 min, writes runs/hello_qubit/loss.png
+    python examples/hello_qubit.py --engine native # the same table on the native engine
     python examples/hello_qubit.py --quick         # a smoke run
 """
 
@@ -29,7 +40,8 @@ from qiskit.circuit import Parameter  # noqa: E402
 from qiskit.quantum_info import SparsePauliOp, Statevector  # noqa: E402
 
 import qkeras_hybrid  # noqa: E402,F401
-from qkeras_hybrid.layers import QiskitLayer  # noqa: E402
+from qkeras_hybrid.differentiators import FiniteDifference  # noqa: E402
+from qkeras_hybrid.layers import QiskitLayer, QuantumLayer  # noqa: E402
 
 TARGET = -0.8
 START = (0.3, 0.4, -0.2)  # theta, phi, lambda
@@ -50,21 +62,39 @@ def exact_z(angles):
     return float(Statevector(bound).expectation_value(SparsePauliOp("Z")).real)
 
 
-def qubit_layer(differentiator, shift, shots, seed):
-    circuit = u3_circuit()
-    layer = QiskitLayer(circuit, SparsePauliOp("Z"), weight_params=["theta", "phi", "lambda"], shots=shots,
-                        differentiator=differentiator, shift=shift, seed=seed, dtype="float64")
+def u3_cirq():
+    """U3(theta, phi, lambda) = Rz(phi) Ry(theta) Rz(lambda) up to a global phase, as a Cirq circuit."""
+    import cirq
+    import sympy
+
+    theta, phi, lam = sympy.symbols("theta phi lambda")
+    qubit = cirq.LineQubit(0)
+    return cirq.Circuit(cirq.rz(lam)(qubit), cirq.ry(theta)(qubit), cirq.rz(phi)(qubit)), [theta, phi, lam], qubit
+
+
+def qubit_layer(differentiator, shift, shots, seed, engine="qiskit"):
+    if engine == "native":
+        import cirq
+
+        circuit, symbols, qubit = u3_cirq()
+        native_differentiator = FiniteDifference(shift) if differentiator == "finite_difference" else differentiator
+        layer = QuantumLayer(circuit, cirq.Z(qubit), weight_symbols=symbols, shots=shots, seed=seed,
+                             differentiator=native_differentiator, dtype="float64")
+    else:
+        circuit = u3_circuit()
+        layer = QiskitLayer(circuit, SparsePauliOp("Z"), weight_params=["theta", "phi", "lambda"], shots=shots,
+                            differentiator=differentiator, shift=shift, seed=seed, dtype="float64")
     layer.build((1, 1))
     layer.quantum_weights.assign(START)
     return layer
 
 
-def gradient_statistics(shots, repeats, seed):
+def gradient_statistics(shots, repeats, seed, engine="qiskit"):
     """Mean and std of d<Z>/dtheta at START from `repeats` fresh-shot estimates, per method."""
     exact = -np.sin(START[0])
     rows = {}
     for name, (differentiator, shift) in METHODS.items():
-        layer = qubit_layer(differentiator, shift, shots, seed)
+        layer = qubit_layer(differentiator, shift, shots, seed, engine)
         estimates = []
         for _ in range(repeats):
             with tf.GradientTape() as tape:
@@ -74,9 +104,9 @@ def gradient_statistics(shots, repeats, seed):
     return rows
 
 
-def train(differentiator, shift, shots, steps, learning_rate, seed):
+def train(differentiator, shift, shots, steps, learning_rate, seed, engine="qiskit"):
     """SGD on the sampled (<Z> - TARGET)^2; returns the exact loss after each step and the final angles."""
-    layer = qubit_layer(differentiator, shift, shots, seed)
+    layer = qubit_layer(differentiator, shift, shots, seed, engine)
     optimizer = keras.optimizers.SGD(learning_rate)
     x = tf.zeros((1, 1), tf.float64)
     losses = []
@@ -117,6 +147,8 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=50, help="gradient estimates per method and shots")
     parser.add_argument("--shots", default="100,10000", help="comma-separated shot counts")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--engine", choices=("qiskit", "native"), default="qiskit",
+                        help="qiskit: QiskitLayer (default); native: QuantumLayer(shots=...) on the native simulator")
     parser.add_argument("--plot", default=os.path.join("runs", "hello_qubit", "loss.png"),
                         help="where to write the loss curves")
     parser.add_argument("--quick", action="store_true", help="smoke run: 10 steps, 10 repeats")
@@ -130,12 +162,14 @@ def main(argv=None):
     shot_counts = [int(s) for s in args.shots.split(",")]
     start = time.perf_counter()
     print(f"One qubit, U3(theta, phi, lambda)|0>, <sigma_z> = cos(theta); start {START}, target {TARGET}")
+    if args.engine == "native":
+        print("engine: native (QuantumLayer with shots, Cirq circuit Rz(lambda) Ry(theta) Rz(phi))")
 
     print(f"\nd<sigma_z>/dtheta at theta = {START[0]}: {args.repeats} estimates with fresh shots")
     print(f"{'shots':>6} | {'method':<28} | {'mean':>8} | {'std':>8} | {'exact':>8}")
     gradients = {}
     for shots in shot_counts:
-        for name, (mean, std, exact) in gradient_statistics(shots, args.repeats, args.seed).items():
+        for name, (mean, std, exact) in gradient_statistics(shots, args.repeats, args.seed, args.engine).items():
             gradients[(shots, name)] = (mean, std, exact)
             print(f"{shots:>6} | {name:<28} | {mean:>8.4f} | {std:>8.4f} | {exact:>8.4f}")
 
@@ -144,7 +178,8 @@ def main(argv=None):
     curves, finals = {}, {}
     for shots in shot_counts:
         for name, (differentiator, shift) in METHODS.items():
-            losses, angles = train(differentiator, shift, shots, args.steps, args.learning_rate, args.seed)
+            losses, angles = train(differentiator, shift, shots, args.steps, args.learning_rate, args.seed,
+                                   args.engine)
             curves[f"{name}, {shots} shots"] = losses
             finals[(shots, name)] = exact_z(angles)
             print(f"{shots:>6} | {name:<28} | {losses[-1]:>16.2e} | {finals[(shots, name)]:>26.4f}")
