@@ -290,3 +290,34 @@ def test_mixed_precision_with_shots():
         assert tape.gradient(y, layer.quantum_weights).dtype == tf.float32
     finally:
         keras.config.set_dtype_policy(policy)
+
+
+def test_circuit_without_parameters_with_shots():
+    layer = QuantumLayer(cirq.Circuit(cirq.H(Q[0]), cirq.CNOT(*Q)), [cirq.Z(Q[0]) * cirq.Z(Q[1])], shots=100, seed=1)
+    x = tf.zeros((3, 0))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x)
+    np.testing.assert_array_equal(y.numpy(), np.ones((3, 1)))  # a Bell state: ZZ = 1 in every shot
+    assert tape.gradient(y, layer.quantum_weights).shape == (0,)
+
+
+def test_qiskit_circuit_shift_rules_exact(exact_sampler):
+    from qiskit import QuantumCircuit
+    from qiskit.circuit import Parameter
+    from qiskit.quantum_info import SparsePauliOp
+
+    a, b = Parameter("a"), Parameter("b")
+    qc = QuantumCircuit(2)
+    qc.rx(a, 0)
+    qc.cry(b, 0, 1)  # three eigenvalues: a generalized rule
+    qc.rzz(2 * b, 0, 1)
+    qc.u(b, a, 0.3, 1)
+    obs = [SparsePauliOp(["ZI", "XX", "YZ"], [0.5, 1.0, -0.7])]
+    noisy = QuantumLayer(qc, obs, input_symbols=[a], dtype="float64", shots=10)
+    exact = QuantumLayer(qc, obs, input_symbols=[a], dtype="float64")
+    for layer in (noisy, exact):
+        layer.build((None, 1))
+        layer.quantum_weights.assign([0.9])
+    x, up = np.array([[0.3], [1.0]]), np.ones((2, 1))
+    np.testing.assert_allclose(grads(noisy, x, up), grads(exact, x, up), atol=1e-9)

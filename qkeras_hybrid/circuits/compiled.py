@@ -251,6 +251,8 @@ class CompiledCircuit:
                 if differentiator == "adjoint":
                     return ops.expectation_adjoint_grad(*program, gate_angles, upstream)
                 num_sets, num_gates = shifts.shape
+                if num_sets == 0:  # no gate depends on an angle
+                    return tf.zeros_like(gate_angles)
                 shifted = gate_angles[None] + tf.constant(shifts[:, None, :], gate_angles.dtype)
                 results = measure.sampled_expectation(
                     program, tf.reshape(shifted, [-1, num_gates]), shots, gradient_seed)
