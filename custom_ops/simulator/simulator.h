@@ -199,11 +199,19 @@ class Simulator {
   // `lanes` to out + s * 2 * 2^n: 2^n real parts, then 2^n imaginary parts
   // (the layout of `initial`).
   void StoreState(int lanes, FP* out) const {
-    for (int s = 0; s < lanes; ++s) {
-      FP* o = out + s * 2 * size_;
-      for (uint64_t x = 0; x < size_; ++x) {
-        o[x] = sr_[x * W + s];
-        o[size_ + x] = real_state_ ? FP{0} : si_[x * W + s];
+    // In blocks of amplitudes: the lanes' rows, 2 * 2^n apart (one cache
+    // set), get whole cache lines, and the interleaved state is read once.
+    for (uint64_t x0 = 0; x0 < size_; x0 += kCopyBlock) {
+      const uint64_t x1 = std::min(size_, x0 + kCopyBlock);
+      for (int s = 0; s < lanes; ++s) {
+        FP* __restrict o = out + s * 2 * size_;
+        const FP* __restrict re = sr_.data();
+        const FP* __restrict im = si_.data();
+        for (uint64_t x = x0; x < x1; ++x) o[x] = re[x * W + s];
+        if (real_state_)
+          std::fill(o + size_ + x0, o + size_ + x1, FP{0});
+        else
+          for (uint64_t x = x0; x < x1; ++x) o[size_ + x] = im[x * W + s];
       }
     }
   }
@@ -218,13 +226,7 @@ class Simulator {
                               int num_chunks, const ParallelChunks& parallel) {
     EnsureState(&sr_, &si_);
     real_state_ = p_.real_state;
-    for (int s = 0; s < W; ++s) {  // padding lanes repeat lane 0
-      const FP* in = final + (s < lanes ? s : 0) * 2 * size_;
-      for (uint64_t x = 0; x < size_; ++x) {
-        sr_[x * W + s] = in[x];
-        si_[x * W + s] = real_state_ ? FP{0} : in[size_ + x];
-      }
-    }
+    ToLanes(final, lanes, FP{1}, &sr_, &si_);
     BuildMatrices(angles, angle_stride, lanes);
     Backward(upstream, d_angles, angle_stride, lanes, num_chunks, parallel);
   }
@@ -243,19 +245,11 @@ class Simulator {
     EnsureState(&sr_, &si_);
     EnsureState(&lr_, &li_);
     real_state_ = p_.real_state;
-    for (int s = 0; s < W; ++s) {  // padding lanes: zero co-state, no gradient
-      const FP* in = final + (s < lanes ? s : 0) * 2 * size_;
-      const FP* co = costate + (s < lanes ? s : 0) * 2 * size_;
-      const FP c = s < lanes ? scale : FP{0};
-      for (uint64_t x = 0; x < size_; ++x) {
-        sr_[x * W + s] = in[x];
-        si_[x * W + s] = real_state_ ? FP{0} : in[size_ + x];
-        // A real circuit's derivatives of a real state are real: only the
-        // co-state's real part counts, and the sweep keeps it real.
-        lr_[x * W + s] = c * co[x];
-        li_[x * W + s] = real_state_ ? FP{0} : c * co[size_ + x];
-      }
-    }
+    ToLanes(final, lanes, FP{1}, &sr_, &si_);
+    // A real circuit's derivatives of a real state are real: only the
+    // co-state's real part counts (ToLanes drops the rest), and the sweep
+    // keeps it real.
+    ToLanes(costate, lanes, scale, &lr_, &li_);
     BuildMatrices(angles, angle_stride, lanes);
     for (int b = static_cast<int>(p_.blocks.size()) - 1; b >= 0; --b)
       BackwardBlock(b, d_angles, angle_stride, lanes, num_chunks, parallel);
@@ -273,6 +267,27 @@ class Simulator {
     FP* li;
   };
   Vectors Full() { return {sr_.data(), si_.data(), lr_.data(), li_.data()}; }
+
+  static constexpr uint64_t kCopyBlock = 64;
+
+  // (re, im) <- scale * the states at `in` (lane s at in + s * 2 * 2^n, as
+  // StoreState writes them), interleaved into lanes, in blocks of
+  // amplitudes as StoreState copies; padding lanes repeat lane 0, and the
+  // imaginary parts are zero if the state stays real.
+  void ToLanes(const FP* in, int lanes, FP scale, std::vector<FP>* re_out,
+               std::vector<FP>* im_out) {
+    FP* __restrict re = re_out->data();
+    FP* __restrict im = im_out->data();
+    for (uint64_t x0 = 0; x0 < size_; x0 += kCopyBlock) {
+      const uint64_t x1 = std::min(size_, x0 + kCopyBlock);
+      for (int s = 0; s < W; ++s) {
+        const FP* __restrict row = in + (s < lanes ? s : 0) * 2 * size_;
+        for (uint64_t x = x0; x < x1; ++x) re[x * W + s] = scale * row[x];
+        for (uint64_t x = x0; x < x1; ++x)
+          im[x * W + s] = real_state_ ? FP{0} : scale * row[size_ + x];
+      }
+    }
+  }
 
   void Backward(const FP* upstream, double* d_angles, int64_t angle_stride,
                 int lanes, int num_chunks, const ParallelChunks& parallel) {
