@@ -143,16 +143,27 @@ def build_sampled_case(n, layers, batch):
     return cc, num_symbols, fns
 
 
-def timed(fns, x, reps):
-    """Medians (ms) over `reps` interleaved samples, after one untimed call each."""
-    number = {k: 1 for k in fns}
-    settle = {k: True for k in fns}
-    samples = op_bench.time_interleaved(fns, x, reps, number, settle)
+def timed(fns, x, reps, budget):
+    """Medians (ms) over interleaved samples: `reps` of them, fewer (but at
+    least 3) if a repetition of all would overrun `budget` seconds. Cheap calls
+    (< 0.5 s) get an untimed settle call before each sample (op_bench.py's
+    reason: the previous library's clean-up)."""
+    est = {}
+    for name, fn in fns.items():
+        t0 = time.perf_counter()
+        op_bench.run(fn, x)
+        est[name] = time.perf_counter() - t0
+    settle = {k: est[k] < 0.5 for k in fns}
+    per_rep = sum(est[k] * (1 + settle[k]) for k in fns)
+    planned = min(reps, max(3, int(budget // max(per_rep, 1e-9))))
+    if planned < reps:
+        print(f"  one repetition takes ~{per_rep:.1f} s: {planned} repetitions (--budget {budget:g} s)", flush=True)
+    samples = op_bench.time_interleaved(fns, x, planned, {k: 1 for k in fns}, settle)
     return {k: {"median_ms": statistics.median(v) * 1e3, "samples_ms": sorted(s * 1e3 for s in v)}
             for k, v in samples.items()}
 
 
-def bench_sampled(n, layers, batch, reps):
+def bench_sampled(n, layers, batch, reps, budget):
     label = f"n={n} L={layers} B={batch}"
     print(f"\n[sampled, {SHOTS} shots per term, {label}]", flush=True)
     cc, num_symbols, fns = build_sampled_case(n, layers, batch)
@@ -179,11 +190,11 @@ def bench_sampled(n, layers, batch, reps):
     if failed:
         raise CheckError(f"{label}: statistical check failed: {failed}")
 
-    timing = timed(fns, values, reps)
+    timing = timed(fns, values, reps, budget)
     med = {k: v["median_ms"] for k, v in timing.items()}
     for k in fns:
         print(f"  {k:9s} median {med[k]:10.2f} ms", flush=True)
-    result = {"case": {"n": n, "L": layers, "B": batch}, "reps": reps, "timing": timing,
+    result = {"case": {"n": n, "L": layers, "B": batch}, "timing": timing,
               "checks": checks + grad_checks, "grad_rms_ratio": rms_ratio,
               "fwd_ratio": med["tfq_fwd"] / med["ours_fwd"], "grad_ratio": med["tfq_grad"] / med["ours_grad"]}
     print(f"  TFQ/ours: forward {result['fwd_ratio']:.1f}x (goal >= {GOALS['sampled_fwd']:.0f}x), "
@@ -191,7 +202,7 @@ def bench_sampled(n, layers, batch, reps):
     return result
 
 
-def bench_probability(n, layers, batch, reps):
+def bench_probability(n, layers, batch, reps, budget):
     from qkeras_hybrid.layers import ProbabilityLayer, QuantumLayer
 
     label = f"n={n} L={layers} B={batch}"
@@ -229,13 +240,13 @@ def bench_probability(n, layers, batch, reps):
     print(f"  max |<Z_i> from probabilities - QuantumLayer|: {dev:.2e}", flush=True)
     if not dev < 1e-4:
         raise CheckError(f"{label}: probabilities disagree with QuantumLayer's <Z_i> by {dev:.2e}")
-    timing = timed(fns, x, reps)
+    timing = timed(fns, x, reps, budget)
     med = {k: v["median_ms"] for k, v in timing.items()}
     for k in fns:
         print(f"  {k:11s} median {med[k]:10.2f} ms", flush=True)
     ratio = med["probability"] / med["quantum"]
     print(f"  ProbabilityLayer/QuantumLayer: {ratio:.2f}x (goal <= {GOALS['probability_vs_quantum']}x)", flush=True)
-    return {"case": {"n": n, "L": layers, "B": batch}, "reps": reps, "timing": timing,
+    return {"case": {"n": n, "L": layers, "B": batch}, "timing": timing,
             "zi_deviation": dev, "ratio": ratio}
 
 
@@ -243,6 +254,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: small cases, 2 repetitions")
     parser.add_argument("--reps", type=int, help="repetitions (default 9, --quick 2)")
+    parser.add_argument("--budget", type=float, default=120.0,
+                        help="seconds of timed calls per case, at least 3 repetitions (default 120)")
     parser.add_argument("--json", metavar="PATH", help="write the results to this JSON file")
     parser.add_argument("--threads", type=int, help="intra-op threads (read before TF starts)")
     args = parser.parse_args(argv)
@@ -260,8 +273,8 @@ def main(argv=None):
     status = 0
     try:
         for n, layers, batch in sampled_cases:
-            report["sampled"].append(bench_sampled(n, layers, batch, reps))
-        report["probability"] = bench_probability(*probability_case, reps)
+            report["sampled"].append(bench_sampled(n, layers, batch, reps, args.budget))
+        report["probability"] = bench_probability(*probability_case, reps, args.budget)
     except CheckError as e:
         print(f"\n!!! {e}", file=sys.stderr, flush=True)
         report["failure"] = str(e)
