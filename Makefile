@@ -69,7 +69,8 @@ $(SANITIZED_OP): $(DEPS) $(OP_SOURCES)
 	CXX=$(CXX) $(PY) custom_ops/build_op.py --sanitize --out $@
 
 sanitize: $(SANITIZED_OP)
-	$(SANITIZE_ENV) $(PY) -m pytest -n 2 -q -p no:cacheprovider tests/test_op_safety.py tests/test_from_state.py tests/test_gradients.py
+	$(SANITIZE_ENV) $(PY) -m pytest -n 2 -q -p no:cacheprovider tests/test_op_safety.py tests/test_from_state.py tests/test_gradients.py \
+		tests/test_final_state_grad.py tests/test_measure_ops.py
 	$(SANITIZE_ENV) $(PY) tests/fuzz_ops.py --seconds $(SANITIZE_FUZZ_SECONDS) --seed 0 --repro-dir $(FUZZ_REPROS)
 
 clean:
