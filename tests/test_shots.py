@@ -253,28 +253,34 @@ def test_quantum_conv2d_sampled_values():
 
 
 def test_seeds_across_processes_and_unseeded_runs(tmp_path):
+    # Two fresh processes, each building layers with seeds 5, 6 and None.
     code = f"""
         import numpy as np, cirq, sympy, tensorflow as tf
         from qkeras_hybrid.layers import QuantumLayer
         q = cirq.LineQubit.range(2)
         x, w = sympy.symbols("x w")
-        layer = QuantumLayer(cirq.Circuit(cirq.rx(x)(q[0]), cirq.ry(w)(q[1]), cirq.CNOT(*q)),
-                             [cirq.Z(q[0]), cirq.X(q[1])], input_symbols=[x], shots=100, seed=SEED,
-                             initializer="ones")
         xs = tf.constant([[0.4], [1.3]])
-        with tf.GradientTape() as tape:
-            y = layer(xs)
-        grad = tape.gradient(y, layer.quantum_weights)
-        np.savez({str(tmp_path)!r} + "/OUT.npz", y.numpy(), layer(xs).numpy(), grad.numpy())
+        out = {{}}
+        for seed in (5, 6, None):
+            layer = QuantumLayer(cirq.Circuit(cirq.rx(x)(q[0]), cirq.ry(w)(q[1]), cirq.CNOT(*q)),
+                                 [cirq.Z(q[0]), cirq.X(q[1])], input_symbols=[x], shots=100, seed=seed,
+                                 initializer="ones")
+            with tf.GradientTape() as tape:
+                y = layer(xs)
+            grad = tape.gradient(y, layer.quantum_weights)
+            for i, v in enumerate((y, layer(xs), grad)):
+                out[f"{{seed}}_{{i}}"] = v.numpy()
+        np.savez({str(tmp_path)!r} + "/OUT.npz", **out)
     """
-    for name, seed in (("a", 5), ("b", 5), ("c", 6), ("d", None), ("e", None)):
-        run_fresh_python(code.replace("SEED", str(seed)).replace("OUT", name))
-    a, b, c, d, e = (np.load(tmp_path / f"{n}.npz") for n in "abcde")
-    for key in a.files:
-        np.testing.assert_array_equal(a[key], b[key])
-    assert not np.array_equal(a["arr_0"], a["arr_1"])  # the state advances per call
-    assert not np.array_equal(a["arr_0"], c["arr_0"]) and not np.array_equal(a["arr_2"], c["arr_2"])
-    assert not np.array_equal(d["arr_0"], e["arr_0"])  # seed=None: another sequence every run
+    for name in "ab":
+        run_fresh_python(code.replace("OUT", name))
+    a, b = (np.load(tmp_path / f"{n}.npz") for n in "ab")
+    for i in range(3):
+        np.testing.assert_array_equal(a[f"5_{i}"], b[f"5_{i}"])
+        np.testing.assert_array_equal(a[f"6_{i}"], b[f"6_{i}"])
+    assert not np.array_equal(a["5_0"], a["5_1"])  # the state advances per call
+    assert not np.array_equal(a["5_0"], a["6_0"]) and not np.array_equal(a["5_2"], a["6_2"])
+    assert not np.array_equal(a["None_0"], b["None_0"])  # seed=None: another sequence every run
 
 
 def test_mixed_precision_with_shots():
