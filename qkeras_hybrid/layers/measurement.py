@@ -242,9 +242,11 @@ class ProbabilityLayer(_MeasurementLayer):
         of the circuit, sorted by name.
       shots: None for exact probabilities, or the number of measurements per
         batch row.
-      seed: with `shots`: an int for a reproducible sequence of outputs, or
-        None (a different one every run). See the module docstring for what
-        a reloaded model gets.
+      seed: with `shots`: an int for a reproducible sequence of outputs (the
+        same in a fresh process), or None (a different one every run). The
+        seed state is a `keras.random.SeedGenerator` variable advanced once
+        per call; `.keras` files and SavedModels save it, so a reloaded model
+        continues the sequence where the saved one stood.
       initializer: initializer of the weights (default uniform in [0, 2 pi)).
       regularizer: optional regularizer of the weights.
       constraint: optional constraint of the weights.
@@ -330,9 +332,11 @@ class SampleLayer(_MeasurementLayer):
         Qiskit ones. Default: all the circuit's qubits (Cirq: sorted).
       input_symbols: the symbols fed by the inputs, in input-column order.
       weight_symbols: the other symbols (weights; default all other symbols).
-      seed: an int for a reproducible sequence of outputs, or None (a
-        different one every run). See the module docstring for what a
-        reloaded model gets.
+      seed: an int for a reproducible sequence of outputs (the same in a
+        fresh process), or None (a different one every run). The seed state
+        is a `keras.random.SeedGenerator` variable advanced once per call;
+        `.keras` files and SavedModels save it, so a reloaded model continues
+        the sequence where the saved one stood.
       initializer, regularizer, constraint: of the weights.
 
     Input shape:
