@@ -109,7 +109,7 @@ class QuantumLayer(keras.layers.Layer):
         measurements per batch row of each qubit-wise commuting group of
         Pauli terms (terms that act on each qubit with the same Pauli or the
         identity share them): a `PauliSum` costs `shots` times its number of
-        such groups, all observables' groups together. All shifted circuits
+        such groups (identity terms are exact). All shifted circuits
         of a gradient go to the simulator in one call (2 per two-eigenvalue
         gate per batch row).
       seed: with `shots`: an int gives the same sequence of outputs (and
