@@ -50,14 +50,14 @@ struct Philox4x32 {
     }
   }
 
-  // A uniform double in [0, 1) (53 random bits) for counter
-  // (shot, stream, row): one per shot of a batch row; `stream` separates
-  // the measurement settings of one row.
-  double Uniform(uint64_t row, uint32_t stream, uint32_t shot) const {
-    uint32_t ctr[4] = {shot, stream, static_cast<uint32_t>(row), static_cast<uint32_t>(row >> 32)};
+  // Uniform doubles in [0, 1) (53 random bits each) of shots 2p and 2p + 1
+  // of a batch row, from counter (p, stream, row): `stream` separates the
+  // measurement settings of one row.
+  void UniformPair(uint64_t row, uint32_t stream, uint32_t pair, double out[2]) const {
+    uint32_t ctr[4] = {pair, stream, static_cast<uint32_t>(row), static_cast<uint32_t>(row >> 32)};
     Block(ctr);
-    const uint64_t bits = (uint64_t{ctr[0]} << 32) | ctr[1];
-    return static_cast<double>(bits >> 11) * 0x1.0p-53;
+    out[0] = static_cast<double>(((uint64_t{ctr[0]} << 32) | ctr[1]) >> 11) * 0x1.0p-53;
+    out[1] = static_cast<double>(((uint64_t{ctr[2]} << 32) | ctr[3]) >> 11) * 0x1.0p-53;
   }
 };
 
@@ -130,9 +130,23 @@ inline void CumulativeSum(double* p, uint64_t size) {
 // distribution cdf[0..size) (not necessarily normalized: u is scaled by its
 // total): the first m with cdf[m] > u * total, so an outcome of zero
 // probability is never drawn.
+// The outcome is random, so a branching search mispredicts about half its
+// steps: up to 64 outcomes, the entries <= target are counted (a vectorized
+// compare), beyond, a binary search moves by conditional moves.
 inline uint64_t SampleIndex(const double* cdf, uint64_t size, double u) {
   const double target = u * cdf[size - 1];
-  const uint64_t m = std::upper_bound(cdf, cdf + size, target) - cdf;
+  if (size <= 64) {
+    uint64_t m = 0;
+    for (uint64_t i = 0; i < size; ++i) m += cdf[i] <= target;
+    return std::min(m, size - 1);
+  }
+  const double* base = cdf;
+  for (uint64_t n = size; n > 1;) {
+    const uint64_t half = n / 2;
+    base = base[half - 1] <= target ? base + half : base;
+    n -= half;
+  }
+  const uint64_t m = static_cast<uint64_t>(base - cdf) + (*base <= target);
   return std::min(m, size - 1);
 }
 

@@ -232,7 +232,8 @@ class StateOp : public ExpectationOpBase<T> {
 };
 
 // Draws shots [0, shots) of one row from the cumulative distribution cdf
-// and calls record(chunk, shot, outcome); chunks split the shots.
+// and calls record(chunk, shot, outcome); chunks split the shots. Shot s
+// takes half s % 2 of the generator's block s / 2, whichever chunk draws it.
 template <typename Record>
 static void DrawShots(const Philox4x32& generator, int64_t row, uint32_t stream, int32_t shots,
                       const double* cdf, uint64_t outcomes, int chunks,
@@ -240,9 +241,12 @@ static void DrawShots(const Philox4x32& generator, int64_t row, uint32_t stream,
   parallel(chunks, [&](int chunk) {
     uint64_t s0, s1;
     ChunkRange(static_cast<uint64_t>(shots), chunks, chunk, &s0, &s1);
-    for (uint64_t s = s0; s < s1; ++s)
-      record(chunk, s,
-             SampleIndex(cdf, outcomes, generator.Uniform(row, stream, static_cast<uint32_t>(s))));
+    double u[2];
+    for (uint64_t s = s0; s < s1; ++s) {
+      if (s == s0 || s % 2 == 0)
+        generator.UniformPair(row, stream, static_cast<uint32_t>(s / 2), u);
+      record(chunk, s, SampleIndex(cdf, outcomes, u[s % 2]));
+    }
   });
 }
 
@@ -374,7 +378,7 @@ class SampledExpectationOp : public ExpectationOpBase<T> {
     auto run = [&](auto* sim, int64_t b, int lanes, int chunks, const ParallelChunks& parallel) {
       thread_local std::vector<T> states, rotated;
       thread_local std::vector<double> cdf, scratch, sums;
-      thread_local std::vector<int64_t> odd;  // [chunk][term of the group]
+      thread_local std::vector<int64_t> counts;  // [chunk][outcome or term]
       RunToFinalStates(sim, program, a + b * num_angles, num_angles, lanes, chunks, parallel,
                        &states);
       sums.resize(num_obs);
@@ -402,18 +406,33 @@ class SampledExpectationOp : public ExpectationOpBase<T> {
           }
           const std::vector<uint64_t>& masks = local_masks[g];
           const size_t nt = masks.size();
-          odd.assign(chunks * nt, 0);
+          // Few outcomes: a histogram of the shots, then each term's parity
+          // per outcome; else each term's parity per shot.
+          const bool histogram = outcomes <= static_cast<uint64_t>(shots);
+          const size_t width = histogram ? outcomes : nt;
+          counts.assign(chunks * width, 0);
           // A pointer, not the thread_local: chunks may run on other threads.
-          int64_t* odd_counts = odd.data();
+          int64_t* chunk_counts = counts.data();
           // Stream g + 1: Sample uses stream 0.
           DrawShots(generator, row, static_cast<uint32_t>(g + 1), shots, cdf.data(), outcomes,
                     chunks, parallel, [&](int chunk, uint64_t, uint64_t m) {
-                      int64_t* count = odd_counts + chunk * nt;
+                      int64_t* count = chunk_counts + chunk * width;
+                      if (histogram) {
+                        ++count[m];
+                        return;
+                      }
                       for (size_t t = 0; t < nt; ++t) count[t] += __builtin_parityll(m & masks[t]);
                     });
+          for (int chunk = 1; chunk < chunks; ++chunk)
+            for (size_t i = 0; i < width; ++i) counts[i] += counts[chunk * width + i];
           for (size_t t = 0; t < nt; ++t) {
             int64_t n_odd = 0;
-            for (int chunk = 0; chunk < chunks; ++chunk) n_odd += odd[chunk * nt + t];
+            if (histogram) {
+              for (uint64_t m = 0; m < outcomes; ++m)
+                if (__builtin_parityll(m & masks[t])) n_odd += counts[m];
+            } else {
+              n_odd = counts[t];
+            }
             const auto* term = terms[groups[g].terms[t]];
             sums[term->observable] +=
                 static_cast<double>(term->coeff) * (1.0 - 2.0 * static_cast<double>(n_odd) / shots);
