@@ -59,6 +59,38 @@ struct Philox4x32 {
     out[0] = static_cast<double>(((uint64_t{ctr[0]} << 32) | ctr[1]) >> 11) * 0x1.0p-53;
     out[1] = static_cast<double>(((uint64_t{ctr[2]} << 32) | ctr[3]) >> 11) * 0x1.0p-53;
   }
+
+  // UniformPair of pairs [first, first + count), count <= kBatchPairs, to
+  // out[0, 2 * count): the rounds run across the pairs, which vectorizes.
+  static constexpr int kBatchPairs = 32;
+  void UniformPairs(uint64_t row, uint32_t stream, uint32_t first, int count, double* out) const {
+    uint32_t c0[kBatchPairs], c1[kBatchPairs], c2[kBatchPairs], c3[kBatchPairs];
+    for (int j = 0; j < kBatchPairs; ++j) {
+      c0[j] = first + static_cast<uint32_t>(j);
+      c1[j] = stream;
+      c2[j] = static_cast<uint32_t>(row);
+      c3[j] = static_cast<uint32_t>(row >> 32);
+    }
+    uint32_t k0 = key[0], k1 = key[1];
+    for (int round = 0; round < 10; ++round) {
+      for (int j = 0; j < kBatchPairs; ++j) {
+        const uint64_t p0 = uint64_t{0xD2511F53u} * c0[j];
+        const uint64_t p1 = uint64_t{0xCD9E8D57u} * c2[j];
+        const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ c1[j] ^ k0;
+        const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ c3[j] ^ k1;
+        c1[j] = static_cast<uint32_t>(p1);
+        c3[j] = static_cast<uint32_t>(p0);
+        c0[j] = n0;
+        c2[j] = n2;
+      }
+      k0 += 0x9E3779B9u;
+      k1 += 0xBB67AE85u;
+    }
+    for (int j = 0; j < count; ++j) {
+      out[2 * j] = static_cast<double>(((uint64_t{c0[j]} << 32) | c1[j]) >> 11) * 0x1.0p-53;
+      out[2 * j + 1] = static_cast<double>(((uint64_t{c2[j]} << 32) | c3[j]) >> 11) * 0x1.0p-53;
+    }
+  }
 };
 
 // Gathers bits of an amplitude index: bit qubits[j] of x goes to bit

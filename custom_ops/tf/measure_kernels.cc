@@ -241,11 +241,16 @@ static void DrawShots(const Philox4x32& generator, int64_t row, uint32_t stream,
   parallel(chunks, [&](int chunk) {
     uint64_t s0, s1;
     ChunkRange(static_cast<uint64_t>(shots), chunks, chunk, &s0, &s1);
-    double u[2];
-    for (uint64_t s = s0; s < s1; ++s) {
-      if (s == s0 || s % 2 == 0)
-        generator.UniformPair(row, stream, static_cast<uint32_t>(s / 2), u);
-      record(chunk, s, SampleIndex(cdf, outcomes, u[s % 2]));
+    constexpr int kPairs = Philox4x32::kBatchPairs;
+    double u[2 * kPairs];
+    // Pairs [p0, p1) hold shots [s0, s1); a chunk boundary may split a pair.
+    const uint64_t p1 = (s1 + 1) / 2;
+    for (uint64_t p = s0 / 2; p < p1; p += kPairs) {
+      const int count = static_cast<int>(std::min<uint64_t>(kPairs, p1 - p));
+      generator.UniformPairs(row, stream, static_cast<uint32_t>(p), count, u);
+      const uint64_t first = std::max(s0, 2 * p), last = std::min(s1, 2 * (p + count));
+      for (uint64_t s = first; s < last; ++s)
+        record(chunk, s, SampleIndex(cdf, outcomes, u[s - 2 * p]));
     }
   });
 }
