@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEPS := $(VENV)/.deps-installed
 OP := qkeras_hybrid/ops/_qkeras_hybrid_ops.so
-OP_SOURCES := $(wildcard custom_ops/tf/*.cc custom_ops/simulator/*.h) custom_ops/build_op.py setup.py
+OP_SOURCES := $(wildcard custom_ops/tf/*.cc custom_ops/tf/*.h custom_ops/simulator/*.h) custom_ops/build_op.py setup.py
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: build test demo bench bench-peers clean fuzz sanitize
