@@ -239,7 +239,7 @@ def test_seeds_are_deterministic_and_independent_of_batch_splitting():
     q = cc.program_inputs
 
     def run(a, seed):
-        return (M.sample(q, a, [13, 2, 5], 500, seed).numpy(),
+        return (M.sample(q, a, [13, 2, 5, 0, 7, 9, 11], 500, seed).numpy(),  # 128 outcomes: guided
                 M.sampled_expectation(q, a, 300, seed).numpy())
 
     s70, e70 = run(angles, [7, 8])
@@ -334,3 +334,25 @@ def test_bad_shots_seeds_and_upstreams():
         M.state_adjoint_grad(p, a, state[:1], state)
     with pytest.raises(TypeError, match="must all have one dtype"):
         M.state_adjoint_grad(p, a, tf.cast(state, tf.float32), state)
+
+
+def test_many_outcomes_sample_frequencies_match_probabilities():
+    """128 outcomes: the sampler searches through a guide table."""
+    _, _, _, _, cc, values = _random_case(21, n=7, batch=2)
+    angles = cc.angles(tf.constant(values, tf.float64))
+    measured = [6, 1, 3, 0, 5, 2, 4]
+    shots = 40000
+    probs = M.probabilities(cc.program_inputs, angles, measured).numpy()
+    samples = M.sample(cc.program_inputs, angles, measured, shots, [3, 4]).numpy()
+    index = samples @ (1 << np.arange(6, -1, -1))
+    for row in range(2):
+        counts = np.bincount(index[row], minlength=128)
+        assert counts[probs[row] < 1e-12].sum() == 0
+        expected = probs[row] / probs[row].sum() * shots
+        big = expected >= 5  # the rest pooled into one cell
+        observed = np.append(counts[big], counts[~big].sum())
+        expect = np.append(expected[big], expected[~big].sum())
+        if expect[-1] == 0:
+            observed, expect = observed[:-1], expect[:-1]
+        _, p_value = scipy.stats.chisquare(observed, expect)
+        assert p_value > 1e-4, row

@@ -234,10 +234,20 @@ class StateOp : public ExpectationOpBase<T> {
 // Draws shots [0, shots) of one row from the cumulative distribution cdf
 // and calls record(chunk, shot, outcome); chunks split the shots. Shot s
 // takes half s % 2 of the generator's block s / 2, whichever chunk draws it.
+// More than kGuideOutcomes outcomes are searched through a guide table
+// (BuildGuide), built in `guide`.
+constexpr uint64_t kGuideOutcomes = 64;
 template <typename Record>
 static void DrawShots(const Philox4x32& generator, int64_t row, uint32_t stream, int32_t shots,
                       const double* cdf, uint64_t outcomes, int chunks,
-                      const ParallelChunks& parallel, Record record) {
+                      const ParallelChunks& parallel, std::vector<uint64_t>* guide,
+                      Record record) {
+  const bool guided = outcomes > kGuideOutcomes;
+  if (guided) {
+    guide->resize(outcomes);
+    BuildGuide(cdf, outcomes, guide->data());
+  }
+  const uint64_t* table = guided ? guide->data() : nullptr;
   parallel(chunks, [&](int chunk) {
     uint64_t s0, s1;
     ChunkRange(static_cast<uint64_t>(shots), chunks, chunk, &s0, &s1);
@@ -250,7 +260,8 @@ static void DrawShots(const Philox4x32& generator, int64_t row, uint32_t stream,
       generator.UniformPairs(row, stream, static_cast<uint32_t>(p), count, u);
       const uint64_t first = std::max(s0, 2 * p), last = std::min(s1, 2 * (p + count));
       for (uint64_t s = first; s < last; ++s)
-        record(chunk, s, SampleIndex(cdf, outcomes, u[s - 2 * p]));
+        record(chunk, s, guided ? SampleIndexGuided(cdf, table, outcomes, u[s - 2 * p])
+                                : SampleIndex(cdf, outcomes, u[s - 2 * p]));
     }
   });
 }
@@ -295,6 +306,7 @@ class SampleOp : public ExpectationOpBase<T> {
     auto run = [&](auto* sim, int64_t b, int lanes, int chunks, const ParallelChunks& parallel) {
       thread_local std::vector<T> states;
       thread_local std::vector<double> cdf, scratch;
+      thread_local std::vector<uint64_t> guide;
       RunToFinalStates(sim, program, a + b * num_angles, num_angles, lanes, chunks, parallel,
                        &states);
       cdf.resize(outcomes);
@@ -309,7 +321,7 @@ class SampleOp : public ExpectationOpBase<T> {
           continue;
         }
         int32_t* samples = o + row * shots * k;
-        DrawShots(generator, row, 0, shots, cdf.data(), outcomes, chunks, parallel,
+        DrawShots(generator, row, 0, shots, cdf.data(), outcomes, chunks, parallel, &guide,
                   [&](int, uint64_t shot, uint64_t m) {
                     // Bit j of a sample is qubits[j]: the MSB-first index read backwards.
                     for (int j = 0; j < k; ++j) samples[shot * k + j] = m >> (k - 1 - j) & 1;
@@ -384,6 +396,7 @@ class SampledExpectationOp : public ExpectationOpBase<T> {
       thread_local std::vector<T> states, rotated;
       thread_local std::vector<double> cdf, scratch, sums;
       thread_local std::vector<int64_t> counts;  // [chunk][outcome or term]
+      thread_local std::vector<uint64_t> guide;
       RunToFinalStates(sim, program, a + b * num_angles, num_angles, lanes, chunks, parallel,
                        &states);
       sums.resize(num_obs);
@@ -420,7 +433,7 @@ class SampledExpectationOp : public ExpectationOpBase<T> {
           int64_t* chunk_counts = counts.data();
           // Stream g + 1: Sample uses stream 0.
           DrawShots(generator, row, static_cast<uint32_t>(g + 1), shots, cdf.data(), outcomes,
-                    chunks, parallel, [&](int chunk, uint64_t, uint64_t m) {
+                    chunks, parallel, &guide, [&](int chunk, uint64_t, uint64_t m) {
                       int64_t* count = chunk_counts + chunk * width;
                       if (histogram) {
                         ++count[m];
