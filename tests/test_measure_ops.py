@@ -356,3 +356,44 @@ def test_many_outcomes_sample_frequencies_match_probabilities():
             observed, expect = observed[:-1], expect[:-1]
         _, p_value = scipy.stats.chisquare(observed, expect)
         assert p_value > 1e-4, row
+
+
+_HUGE_STATIC_SHAPES = r"""
+import numpy as np, tensorflow as tf
+from qkeras_hybrid.ops import measure as M
+# A valid 1-qubit program claiming 62 qubits: the outputs' static shapes
+# ([3, 2, 2**62], [3, 2**62], [3, 2**40, 40]) overflow int64 elements.
+program = (tf.constant(62), tf.constant([[1, 0, 0, 0, 2, 0, 1]], tf.int32),
+           tf.constant([[0, -1, 0, 1]], tf.int32),
+           tf.constant([0.70710678, 0.0, -0.70710678, 0.0, 0.70710678, 0.0, 0.70710678, 0.0], tf.float64),
+           tf.zeros([1, 1, 2], tf.int64), tf.ones([1, 1], tf.float64))
+angles = tf.zeros([3, 1], tf.float64)
+calls = {
+    "state": lambda: M.state(program, angles),
+    "probabilities": lambda: M.probabilities(program, angles, tf.range(62, dtype=tf.int32)),
+    "sample": lambda: M.sample(program, angles, tf.range(40, dtype=tf.int32), tf.constant(2**30),
+                               tf.constant([1, 2], tf.int64)),
+}
+for name, call in calls.items():
+    with tf.GradientTape() as tape:  # the eager tape records static shapes
+        tape.watch(angles)
+        try:
+            tf.function(call)()
+            print(name, "no error")
+        except (tf.errors.InvalidArgumentError, tf.errors.ResourceExhaustedError) as e:
+            print(name, "error", type(e).__name__)
+"""
+
+
+def test_outputs_too_large_for_int64_are_errors_not_aborts():
+    """Found by the fuzzer: a static output shape whose element count overflows int64
+    made TensorFlow's tape abort the process; the shape functions now leave such a
+    dimension unknown and the kernels refuse the size."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", _HUGE_STATIC_SHAPES], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line for line in result.stdout.splitlines() if line.split()[0] in ("state", "probabilities", "sample")]
+    assert len(lines) == 3 and all(" error " in line for line in lines), result.stdout

@@ -1,6 +1,8 @@
 // Registrations of the measurement ops; the kernels live in
 // measure_kernels.cc. Inputs 0..5 are the program, as for
 // QkerasHybrid>Expectation.
+#include <vector>
+
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/shape_inference.h"
 
@@ -38,6 +40,29 @@ DimensionHandle StateSize(InferenceContext* c) {
   return qubits >= 1 && qubits <= 62 ? c->MakeDim(int64_t{1} << qubits) : c->UnknownDim();
 }
 
+// The shape `dims`, with its largest known dimensions made unknown until the
+// known ones multiply to at most 2^62 elements: TensorFlow's eager tape turns
+// every static output shape into a TensorShape, whose constructor aborts the
+// process on overflow (e.g. a constant 62-qubit state of a batch of 3). Such
+// an output can never be allocated: the kernel then fails cleanly.
+ShapeHandle Bounded(InferenceContext* c, std::vector<DimensionHandle> dims) {
+  constexpr int64_t kMaxElements = int64_t{1} << 62;
+  for (;;) {
+    int64_t product = 1;
+    int largest = -1;
+    bool fits = true;
+    for (size_t i = 0; i < dims.size(); ++i) {
+      if (!c->ValueKnown(dims[i])) continue;
+      const int64_t d = c->Value(dims[i]);
+      if (largest < 0 || d > c->Value(dims[largest])) largest = static_cast<int>(i);
+      if (d != 0 && product > kMaxElements / d) fits = false;
+      product = fits ? product * d : product;
+    }
+    if (fits || largest < 0) return c->MakeShape(dims);
+    dims[largest] = c->UnknownDim();
+  }
+}
+
 // The number of observables (pauli_masks dimension 0).
 DimensionHandle Observables(InferenceContext* c) {
   ShapeHandle masks;
@@ -73,7 +98,7 @@ REGISTER_OP("QkerasHybrid>Probabilities")
     .SetShapeFn([](InferenceContext* c) {
       ShapeHandle angles;
       TF_RETURN_IF_ERROR(ProgramAndAngles(c, &angles));
-      c->set_output(0, c->Matrix(c->Dim(angles, 0), Outcomes(c, 7)));
+      c->set_output(0, Bounded(c, {c->Dim(angles, 0), Outcomes(c, 7)}));
       return ::tensorflow::OkStatus();
     })
     .Doc(R"doc(
@@ -109,7 +134,7 @@ REGISTER_OP("QkerasHybrid>State")
     .SetShapeFn([](InferenceContext* c) {
       ShapeHandle angles;
       TF_RETURN_IF_ERROR(ProgramAndAngles(c, &angles));
-      c->set_output(0, c->MakeShape({c->Dim(angles, 0), c->MakeDim(2), StateSize(c)}));
+      c->set_output(0, Bounded(c, {c->Dim(angles, 0), c->MakeDim(2), StateSize(c)}));
       return ::tensorflow::OkStatus();
     })
     .Doc(R"doc(
@@ -153,7 +178,7 @@ REGISTER_OP("QkerasHybrid>Sample")
       if (const ::tensorflow::Tensor* t = c->input_tensor(8);
           t != nullptr && t->dims() == 0 && t->scalar<int32_t>()() > 0)
         shots = c->MakeDim(t->scalar<int32_t>()());
-      c->set_output(0, c->MakeShape({c->Dim(angles, 0), shots, c->Dim(qubits, 0)}));
+      c->set_output(0, Bounded(c, {c->Dim(angles, 0), shots, c->Dim(qubits, 0)}));
       return ::tensorflow::OkStatus();
     })
     .Doc(R"doc(
