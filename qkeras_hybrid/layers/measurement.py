@@ -30,7 +30,7 @@ from qkeras_hybrid.circuits import compiled as compiled_lib
 from qkeras_hybrid.circuits import serialization
 from qkeras_hybrid.circuits.compiled import CompiledCircuit, cirq_to_native_order
 from qkeras_hybrid.layers import _checks
-from qkeras_hybrid.layers.quantum_layer import QuantumLayer, _names
+from qkeras_hybrid.layers.quantum_layer import QuantumLayer, resolve_symbols
 
 
 def _measure_ops():
@@ -144,17 +144,7 @@ class _MeasurementLayer(keras.layers.Layer):
             self.qubits = list(qubits)
             self._qubit_indices = indices
         self.circuit = circuit
-        self.input_symbols = _names(input_symbols)
-        circuit_symbols = [str(s) for s in compiled_lib.circuit_symbols(circuit)]
-        unknown = [s for s in self.input_symbols if s not in circuit_symbols]
-        if unknown:
-            raise ValueError(f"input_symbols {unknown} do not appear in the circuit (its symbols: {circuit_symbols})")
-        if weight_symbols is None:
-            weight_symbols = sorted(s for s in circuit_symbols if s not in self.input_symbols)
-        self.weight_symbols = _names(weight_symbols)
-        both = sorted(set(self.input_symbols) & set(self.weight_symbols))
-        if both:
-            raise ValueError(f"Symbols {both} are given both as input_symbols and weight_symbols")
+        self.input_symbols, self.weight_symbols = resolve_symbols(circuit, input_symbols, weight_symbols)
         symbols = [compiled_lib._symbol(s) for s in self.input_symbols + self.weight_symbols]
         self.compiled = CompiledCircuit(
             circuit, _placeholder_observable(circuit, register), symbols=symbols, qubits=register

@@ -56,6 +56,23 @@ def check_shots(shots, seed, backend, layer):
     return (None if shots is None else int(shots)), (None if seed is None else int(seed))
 
 
+
+def resolve_symbols(circuit, input_symbols, weight_symbols):
+    """(input symbol names, weight symbol names) of a layer on `circuit`; weights
+    default to the circuit's other symbols, sorted."""
+    inputs = _names(input_symbols)
+    circuit_symbols = [str(s) for s in compiled_lib.circuit_symbols(circuit)]
+    unknown = [s for s in inputs if s not in circuit_symbols]
+    if unknown:
+        raise ValueError(f"input_symbols {unknown} do not appear in the circuit (its symbols: {circuit_symbols})")
+    if weight_symbols is None:
+        weight_symbols = sorted(s for s in circuit_symbols if s not in inputs)
+    weights = _names(weight_symbols)
+    both = sorted(set(inputs) & set(weights))
+    if both:
+        raise ValueError(f"Symbols {both} are given both as input_symbols and weight_symbols")
+    return inputs, weights
+
 def _register_size(circuit, qubits):
     if qubits is not None:
         return len(qubits)
@@ -172,17 +189,7 @@ class QuantumLayer(keras.layers.Layer):
         self.circuit = circuit
         self.observables = observables
         self.qubits = list(qubits) if qubits is not None else None
-        self.input_symbols = _names(input_symbols)
-        circuit_symbols = [str(s) for s in compiled_lib.circuit_symbols(circuit)]
-        unknown = [s for s in self.input_symbols if s not in circuit_symbols]
-        if unknown:
-            raise ValueError(f"input_symbols {unknown} do not appear in the circuit (its symbols: {circuit_symbols})")
-        if weight_symbols is None:
-            weight_symbols = sorted(s for s in circuit_symbols if s not in self.input_symbols)
-        self.weight_symbols = _names(weight_symbols)
-        both = sorted(set(self.input_symbols) & set(self.weight_symbols))
-        if both:
-            raise ValueError(f"Symbols {both} are given both as input_symbols and weight_symbols")
+        self.input_symbols, self.weight_symbols = resolve_symbols(circuit, input_symbols, weight_symbols)
         symbols = [_symbol(s) for s in self.input_symbols + self.weight_symbols]
         # The native program is compiled for backend="native" only: TFQ checks
         # the circuit itself, and its errors then speak of TFQ.

@@ -70,6 +70,14 @@ def _program(*values):
     return out
 
 
+
+def _program_dict(program_inputs):
+    """The six program inputs as the ops' keyword arguments (see `_program`)."""
+    if len(program_inputs) != 6:
+        raise ValueError(f"program_inputs must be the 6 program tensors of CompiledCircuit.program_inputs, "
+                         f"got {len(program_inputs)} values")
+    return dict(zip((name for name, _ in _PROGRAM_DTYPES), _program(*program_inputs)))
+
 def _numeric_array(name, value, dtype):
     try:
         array = np.asarray(value)
@@ -113,16 +121,10 @@ def _floats(**named):
 
 def expectation(num_qubits, block_meta, gate_meta, gate_data, pauli_masks, pauli_coeffs, angles):
     """Raw op: expectation values [B, O] of a compiled program at `angles` [B, A]."""
-    num_qubits, block_meta, gate_meta, gate_data, pauli_masks, pauli_coeffs = _program(
-        num_qubits, block_meta, gate_meta, gate_data, pauli_masks, pauli_coeffs)
+    program = _program_dict((num_qubits, block_meta, gate_meta, gate_data, pauli_masks, pauli_coeffs))
     (angles,) = _floats(angles=angles)
     return load().qkeras_hybrid_expectation(
-        num_qubits=num_qubits,
-        block_meta=block_meta,
-        gate_meta=gate_meta,
-        gate_data=gate_data,
-        pauli_masks=pauli_masks,
-        pauli_coeffs=pauli_coeffs,
+        **program,
         angles=angles,
     )
 
@@ -131,16 +133,10 @@ def expectation_adjoint_grad(
     num_qubits, block_meta, gate_meta, gate_data, pauli_masks, pauli_coeffs, angles, upstream
 ):
     """Raw op: sum_o upstream[b, o] d<O_o>/d angles[b, a] by the adjoint method."""
-    num_qubits, block_meta, gate_meta, gate_data, pauli_masks, pauli_coeffs = _program(
-        num_qubits, block_meta, gate_meta, gate_data, pauli_masks, pauli_coeffs)
+    program = _program_dict((num_qubits, block_meta, gate_meta, gate_data, pauli_masks, pauli_coeffs))
     angles, upstream = _floats(angles=angles, upstream=upstream)
     return load().qkeras_hybrid_expectation_adjoint_grad(
-        num_qubits=num_qubits,
-        block_meta=block_meta,
-        gate_meta=gate_meta,
-        gate_data=gate_data,
-        pauli_masks=pauli_masks,
-        pauli_coeffs=pauli_coeffs,
+        **program,
         angles=angles,
         upstream=upstream,
     )
@@ -163,16 +159,10 @@ def expectation_from_state(
     are used as given, not renormalized. Differentiable with respect to the
     initial state and the angles.
     """
-    num_qubits, block_meta, gate_meta, gate_data, pauli_masks, pauli_coeffs = _program(
-        num_qubits, block_meta, gate_meta, gate_data, pauli_masks, pauli_coeffs)
+    program = _program_dict((num_qubits, block_meta, gate_meta, gate_data, pauli_masks, pauli_coeffs))
     initial_state, angles = _floats(initial_state=initial_state, angles=angles)
     return load().qkeras_hybrid_expectation_from_state(
-        num_qubits=num_qubits,
-        block_meta=block_meta,
-        gate_meta=gate_meta,
-        gate_data=gate_data,
-        pauli_masks=pauli_masks,
-        pauli_coeffs=pauli_coeffs,
+        **program,
         initial_state=initial_state,
         angles=angles,
     )
@@ -182,17 +172,11 @@ def expectation_from_state_adjoint_grad(
     num_qubits, block_meta, gate_meta, gate_data, pauli_masks, pauli_coeffs, initial_state, angles, upstream
 ):
     """Raw op: (d_initial_state, d_angles), the adjoint VJP of `expectation_from_state`."""
-    num_qubits, block_meta, gate_meta, gate_data, pauli_masks, pauli_coeffs = _program(
-        num_qubits, block_meta, gate_meta, gate_data, pauli_masks, pauli_coeffs)
+    program = _program_dict((num_qubits, block_meta, gate_meta, gate_data, pauli_masks, pauli_coeffs))
     initial_state, angles, upstream = _floats(
         initial_state=initial_state, angles=angles, upstream=upstream)
     return load().qkeras_hybrid_expectation_from_state_adjoint_grad(
-        num_qubits=num_qubits,
-        block_meta=block_meta,
-        gate_meta=gate_meta,
-        gate_data=gate_data,
-        pauli_masks=pauli_masks,
-        pauli_coeffs=pauli_coeffs,
+        **program,
         initial_state=initial_state,
         angles=angles,
         upstream=upstream,
@@ -229,8 +213,7 @@ def expectation_and_state(
     gradient, `qkeras_hybrid.ops.measure`); one that does not (TF's zeros for
     an unused output) costs nothing.
     """
-    num_qubits, block_meta, gate_meta, gate_data, pauli_masks, pauli_coeffs = _program(
-        num_qubits, block_meta, gate_meta, gate_data, pauli_masks, pauli_coeffs)
+    program = _program_dict((num_qubits, block_meta, gate_meta, gate_data, pauli_masks, pauli_coeffs))
     (angles,) = _floats(angles=angles)
     if max_state_bytes is None:
         max_state_bytes = -1
@@ -238,12 +221,7 @@ def expectation_and_state(
             or max_state_bytes < 0:
         raise ValueError(f"max_state_bytes must be a non-negative integer or None, got {max_state_bytes!r}")
     return tuple(load().qkeras_hybrid_expectation_and_state(
-        num_qubits=num_qubits,
-        block_meta=block_meta,
-        gate_meta=gate_meta,
-        gate_data=gate_data,
-        pauli_masks=pauli_masks,
-        pauli_coeffs=pauli_coeffs,
+        **program,
         angles=angles,
         max_state_bytes=int(max_state_bytes),
     ))
@@ -260,16 +238,10 @@ def expectation_adjoint_grad_from_final_state(
     for that state. An empty `final_state` [0, 2, 2**n] (no states kept) runs
     the forward sweep again, like `expectation_adjoint_grad`.
     """
-    num_qubits, block_meta, gate_meta, gate_data, pauli_masks, pauli_coeffs = _program(
-        num_qubits, block_meta, gate_meta, gate_data, pauli_masks, pauli_coeffs)
+    program = _program_dict((num_qubits, block_meta, gate_meta, gate_data, pauli_masks, pauli_coeffs))
     angles, final_state, upstream = _floats(angles=angles, final_state=final_state, upstream=upstream)
     return load().qkeras_hybrid_expectation_adjoint_grad_from_final_state(
-        num_qubits=num_qubits,
-        block_meta=block_meta,
-        gate_meta=gate_meta,
-        gate_data=gate_data,
-        pauli_masks=pauli_masks,
-        pauli_coeffs=pauli_coeffs,
+        **program,
         angles=angles,
         final_state=final_state,
         upstream=upstream,

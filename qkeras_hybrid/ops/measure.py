@@ -22,7 +22,7 @@ batch is split. Callers advance the seed between calls (e.g. with
 import numpy as np
 import tensorflow as tf
 
-from qkeras_hybrid.ops import _floats, _program, load
+from qkeras_hybrid.ops import _floats, _program_dict, load
 
 __all__ = [
     "PROBABILITIES_OP",
@@ -42,14 +42,6 @@ PROBABILITIES_OP = "QkerasHybrid>Probabilities"
 STATE_OP = "QkerasHybrid>State"
 SAMPLE_OP = "QkerasHybrid>Sample"
 SAMPLED_EXPECTATION_OP = "QkerasHybrid>SampledExpectation"
-
-
-def _program_dict(program_inputs):
-    if len(program_inputs) != 6:
-        raise ValueError(f"program_inputs must be the 6 program tensors of CompiledCircuit.program_inputs, "
-                         f"got {len(program_inputs)} values")
-    names = ("num_qubits", "block_meta", "gate_meta", "gate_data", "pauli_masks", "pauli_coeffs")
-    return dict(zip(names, _program(*program_inputs)))
 
 
 def _int_input(name, value, dtype, shape_text):
