@@ -35,6 +35,11 @@ class Primitive:
     eigenvalues: Optional[np.ndarray] = None
     projectors: Optional[np.ndarray] = None  # [terms, dim, dim]
     angle: Optional[sympy.Expr] = None
+    kraus: Optional[np.ndarray] = None  # [m, dim, dim]: the channel rho -> sum_k K_k rho K_k^dagger
+
+    @property
+    def is_channel(self):
+        return self.kraus is not None
 
     @property
     def is_constant(self):
