@@ -7,6 +7,11 @@ import cirq
 
 from qkeras_hybrid.circuits.program import MAX_GATE_QUBITS, Primitive, exponential
 
+# Channels (non-unitary operations with Kraus operators) run on at most this
+# many qubits: a 2-qubit channel is a 4-qubit superoperator on the doubled
+# register of a density matrix.
+MAX_CHANNEL_QUBITS = 2
+
 
 class UnsupportedGateError(ValueError):
     """A gate the native simulator cannot run."""
@@ -88,6 +93,8 @@ def lower_operation(op, index_of):
     parameterized = cirq.is_parameterized(op)
     if not parameterized and len(qubits) <= MAX_GATE_QUBITS and cirq.has_unitary(op):
         return [Primitive(qubits=qubits, matrix=cirq.unitary(op))]
+    if not parameterized and len(qubits) <= MAX_CHANNEL_QUBITS and cirq.has_kraus(op):
+        return [channel_primitive(qubits, cirq.kraus(op))]
     if gate is not None and parameterized:
         if isinstance(gate, cirq.FSimGate):
             return _lower_fsim(gate, qubits)
@@ -113,9 +120,33 @@ def lower_operation(op, index_of):
     return out
 
 
+def channel_primitive(qubits, kraus):
+    """A channel on `qubits` (the first the most significant bit of the Kraus matrices).
+
+    A single unitary Kraus operator is a gate, and becomes one.
+    """
+    kraus = np.asarray(kraus, dtype=complex)
+    if len(kraus) == 1 and np.allclose(kraus[0].conj().T @ kraus[0], np.eye(kraus.shape[-1]), atol=1e-10):
+        return Primitive(qubits=tuple(qubits), matrix=kraus[0])
+    return Primitive(qubits=tuple(qubits), kraus=kraus)
+
+
+def _is_symbolic_channel(op):
+    """Whether `op` is a channel once its symbols get numbers (its strengths are symbols)."""
+    try:
+        resolved = cirq.resolve_parameters(op, {s: 0.125 for s in cirq.parameter_names(op)})
+        return not cirq.has_unitary(resolved) and cirq.has_kraus(resolved)
+    except Exception:  # symbols in places no number fits
+        return False
+
+
 def _unsupported_reason(op, parameterized):
     """Why the native simulator cannot run `op` (which Cirq cannot decompose)."""
     name = describe_operation(op)
+    if parameterized and _is_symbolic_channel(op):
+        return (f"Channel {name} has symbolic strengths {sorted(cirq.parameter_names(op))}: the native simulator "
+                "runs channels with numeric strengths only (resolve the symbols first, e.g. with "
+                "cirq.resolve_parameters).")
     if parameterized:
         return (f"Gate {name} is not supported by the native simulator: its symbols are in no form it knows "
                 "(EigenGate exponent, ControlledGate, FSimGate, diagonal gates) and Cirq cannot decompose it.")
@@ -123,8 +154,8 @@ def _unsupported_reason(op, parameterized):
         return (f"Gate {name} is not supported by the native simulator: it runs constant gates on at most "
                 f"{MAX_GATE_QUBITS} qubits, and Cirq cannot decompose this one into smaller gates.")
     if cirq.has_kraus(op):
-        return (f"Gate {name} is a non-unitary channel (noise, reset, ...); the native simulator runs unitary "
-                "circuits only (measurements are ignored).")
+        return (f"Channel {name} acts on {len(op.qubits)} qubits: the native simulator runs channels (noise, "
+                f"reset, ...) on at most {MAX_CHANNEL_QUBITS} qubits, and Cirq cannot decompose this one.")
     return (f"Gate {name} has no unitary (_unitary_) and no decomposition (_decompose_), so the native simulator "
             "cannot run it: give the gate one of them.")
 

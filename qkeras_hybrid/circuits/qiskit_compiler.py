@@ -3,7 +3,7 @@
 import numpy as np
 import sympy
 
-from qkeras_hybrid.circuits.cirq_compiler import UnsupportedGateError
+from qkeras_hybrid.circuits.cirq_compiler import MAX_CHANNEL_QUBITS, UnsupportedGateError, channel_primitive
 from qkeras_hybrid.circuits.program import MAX_GATE_QUBITS, Primitive, exponential
 
 _X = np.array([[0, 1], [1, 0]], dtype=complex)
@@ -31,6 +31,11 @@ _ONE_PARAM = {
     "rzx": np.kron(_Z, _X) / 2,  # Qiskit: exp(-i t/2 Z_q0 X_q1)
 }
 _SKIPPED = {"measure", "barrier", "delay", "id", "global_phase"}
+# Non-unitary instructions lowered to channels: Qiskit's reset and Kraus
+# instructions (`Kraus(...).to_instruction()`, a SuperOp appended to a
+# circuit), and Aer's quantum errors (`circuit.append(error, qubits)`,
+# `error.to_instruction()`).
+_CHANNELS = {"reset", "kraus", "superop", "quantum_channel"}
 
 
 def parameter_expr(value):
@@ -49,12 +54,35 @@ def _lower_u(qubits, theta, phi, lam):
     ]
 
 
+def _lower_channel(operation, indices):
+    name = operation.name
+    if len(indices) > MAX_CHANNEL_QUBITS:
+        raise UnsupportedGateError(
+            f"Qiskit channel {name!r} on qubits {list(indices)} acts on {len(indices)} qubits: the native "
+            f"simulator runs channels on at most {MAX_CHANNEL_QUBITS} qubits"
+        )
+    from qiskit.quantum_info import Kraus
+
+    try:
+        kraus = Kraus(operation)
+    except Exception as e:
+        raise UnsupportedGateError(
+            f"Qiskit channel {name!r} on qubits {list(indices)}: cannot get its Kraus operators ({e})"
+        ) from e
+    if isinstance(kraus.data, tuple) or not kraus.is_cptp(atol=1e-8):
+        raise UnsupportedGateError(
+            f"Qiskit channel {name!r} on qubits {list(indices)} is not completely positive and trace preserving"
+        )
+    # Little-endian Kraus matrices, as the gates' matrices: reverse the qargs.
+    return channel_primitive(tuple(reversed(indices)), kraus.data)
+
+
 def lower_instruction(operation, indices):
     name = operation.name
     if name in _SKIPPED:
         return []
-    if name == "reset":
-        raise UnsupportedGateError("reset is not unitary; the native simulator runs unitary circuits")
+    if name in _CHANNELS:
+        return [_lower_channel(operation, indices)]
     params = list(operation.params)
     symbolic = any(hasattr(p, "parameters") and len(p.parameters) > 0 for p in params)
     if not symbolic and len(indices) <= MAX_GATE_QUBITS:
