@@ -300,6 +300,39 @@ def test_noise_model_from_generic_backend_matches_aer():
     np.testing.assert_allclose(spec.readout_error(3), expected)
 
 
+def test_qiskit_errors_attach_by_label_when_a_gate_has_one():
+    from qiskit.circuit import Parameter
+    from qiskit.circuit.library import XGate
+
+    model = NoiseModel()
+    model.add_all_qubit_quantum_error(amplitude_damping_error(0.3), "x")
+    model.add_all_qubit_quantum_error(depolarizing_error(0.2, 1), "noisy_x")
+    theta = Parameter("theta")
+    qc = QuantumCircuit(2)
+    qc.ry(theta, 1)
+    qc.x(0)
+    qc.append(XGate(label="noisy_x"), [1])
+    noisy = noise.resolve(model).apply_qiskit(qc)
+    assert list(noisy.parameters) == [theta]
+    bound = {theta: 0.9}
+    ours = _ours_qiskit(noisy.assign_parameters(bound))
+    np.testing.assert_allclose(ours, aer_density_matrix(qc.assign_parameters(bound), model), atol=1e-10)
+
+
+def test_num_qubits_keeps_only_the_registers_errors():
+    backend = GenericBackendV2(num_qubits=5, seed=2)
+    model = NoiseModel.from_backend(backend)
+    full, small = noise.resolve(model), noise.resolve(model, num_qubits=3)
+    assert {r.qubits for r in small.rules} == {r.qubits for r in full.rules if max(r.qubits) < 3}
+    qc = QuantumCircuit(3)
+    qc.sx(0)
+    qc.cx(0, 1)
+    qc.x(2)
+    qc.cx(2, 1)
+    assert small.apply_qiskit(qc) == full.apply_qiskit(qc)
+    np.testing.assert_array_equal(small.readout_error(3), full.readout_error(3))
+
+
 def test_qiskit_measure_error_comes_before_the_measurement():
     model = NoiseModel()
     model.add_all_qubit_quantum_error(pauli_error([("X", 1.0)]), "measure")

@@ -79,7 +79,9 @@ def qiskit_arities():
 
 
 def _cirq_arity(name):
-    family = CIRQ_KINDS[name]
+    family = CIRQ_KINDS.get(name)
+    if family is None:  # a name from a Qiskit noise model: a custom instruction or a label
+        return None
     if isinstance(family.gate, cirq.Gate):
         return cirq.num_qubits(family.gate)
     return {"rx": 1, "ry": 1, "rz": 1, "xpow": 1, "ypow": 1, "zpow": 1, "hpow": 1, "phasedx": 1,

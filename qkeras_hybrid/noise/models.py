@@ -349,12 +349,14 @@ class GateNoise(NoiseSpec):
         out = circuit.copy_empty_like()
         for inst in circuit.data:
             name = inst.operation.name
+            # Aer looks a gate's errors up by its label when it has one.
+            key = getattr(inst.operation, "label", None) or name
             indices = tuple(circuit.find_bit(q).index for q in inst.qubits)
             per_qubit = name in gate_kinds.PER_QUBIT_KINDS and len(indices) > 1
             pieces = [(i,) for i in indices] if per_qubit else [indices]
             before, after = [], []
             for piece in pieces:
-                for rule in self._select(groups, lambda k: k == name, piece, lambda q: q):
+                for rule in self._select(groups, lambda k: k == key, piece, lambda q: q):
                     self._check_width(rule, piece, f"Qiskit instruction {name!r} on qubits {list(piece)}")
                     key = id(rule)
                     if key not in instructions:
@@ -402,7 +404,7 @@ _SPEC_CLASSES = {"CirqNoise": CirqNoise, "GateNoise": GateNoise}
 _TABLE_KEYS = {"gates", "qubits", "readout"}
 
 
-def resolve(noise):
+def resolve(noise, num_qubits=None):
     """A `NoiseSpec` for any accepted form of noise, or None for no noise.
 
     Args:
@@ -417,6 +419,9 @@ def resolve(noise):
         - a `qiskit_aer.noise.NoiseModel` (e.g. `NoiseModel.from_backend(backend)`),
           converted to a `GateNoise` with Aer's semantics;
         - a config dict from `NoiseSpec.get_config()`.
+      num_qubits: the register size of the circuits the noise will apply to,
+        if known: a Qiskit noise model then keeps only the errors on qubits
+        below it (the others can match nothing; a device has many).
 
     Returns:
       A `NoiseSpec`, or None.
@@ -434,7 +439,7 @@ def resolve(noise):
     if type(noise).__module__.startswith("qiskit_aer") and type(noise).__name__ == "NoiseModel":
         from qkeras_hybrid.noise.qiskit_noise import from_qiskit_noise_model
 
-        return from_qiskit_noise_model(noise)
+        return from_qiskit_noise_model(noise, num_qubits)
     raise TypeError(
         "noise must be None, a cirq.NoiseModel (or a single-qubit cirq channel), a per-gate dict such as "
         "{'ry': cirq.depolarize(0.01)}, a qkeras_hybrid.noise.NoiseSpec, a qiskit_aer.noise.NoiseModel or a "

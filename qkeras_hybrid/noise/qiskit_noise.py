@@ -20,8 +20,15 @@ def _channel(error, where):
     return cirq.KrausChannel(list(ops))
 
 
-def from_qiskit_noise_model(model):
+def from_qiskit_noise_model(model, num_qubits=None):
     """A `GateNoise` with the semantics of a `qiskit_aer.noise.NoiseModel`.
+
+    Args:
+      model: the `qiskit_aer.noise.NoiseModel`.
+      num_qubits: if given, errors and readout errors local to qubits outside
+        `range(num_qubits)` are left out: they can match no instruction of a
+        circuit on that many qubits, and a device model has many (converting
+        them takes time and makes the config large).
 
     Quantum errors attach to instructions by name (all-qubit errors) or by
     name and exact qubits (local errors, which override the all-qubit error
@@ -47,6 +54,8 @@ def from_qiskit_noise_model(model):
             rules.append(NoiseRule(name, _channel(error, f"the all-qubit error on {name!r}")))
     for name, by_qubits in model._local_quantum_errors.items():
         for qubits, error in by_qubits.items():
+            if num_qubits is not None and max(qubits) >= num_qubits:
+                continue
             # Kept even when ideal: a local error overrides the all-qubit one.
             rules.append(NoiseRule(name, _channel(error, f"the error on {name!r} qubits {tuple(qubits)}"),
                                    tuple(int(q) for q in qubits)))
@@ -54,6 +63,8 @@ def from_qiskit_noise_model(model):
     if model._default_readout_error is not None:
         readout.default = flip_pair(model._default_readout_error, "Cannot convert the all-qubit readout error")
     for qubits, error in model._local_readout_errors.items():
+        if num_qubits is not None and max(qubits) >= num_qubits:
+            continue
         where = f"Cannot convert the readout error on qubits {tuple(qubits)}"
         if len(qubits) != 1:
             raise ValueError(
