@@ -77,7 +77,14 @@ class NoiseSpec:
         return _SPEC_CLASSES[kind]._from_config(config)
 
     def __eq__(self, other):
-        return isinstance(other, NoiseSpec) and self.get_config() == other.get_config()
+        if self is other:
+            return True
+        if not isinstance(other, NoiseSpec):
+            return False
+        try:
+            return self.get_config() == other.get_config()
+        except ValueError:  # not serializable: only equal to itself
+            return False
 
     __hash__ = None
 
