@@ -154,11 +154,15 @@ def timed(fns, x, reps, budget):
         op_bench.run(fn, x)
         est[name] = time.perf_counter() - t0
     settle = {k: est[k] < 0.5 for k in fns}
-    per_rep = sum(est[k] * (1 + settle[k]) for k in fns)
+    # A sample of a cheap call averages back-to-back calls filling ~0.2 s (as
+    # timeit's autorange): one 3 ms call right after a 20 s TFQ call measured
+    # the machine's wake-up, not the op (9.6 ms vs 3.3 ms in a loop).
+    number = {k: max(1, int(0.2 / max(est[k], 1e-9))) for k in fns}
+    per_rep = sum(est[k] * (number[k] + settle[k]) for k in fns)
     planned = min(reps, max(3, int(budget // max(per_rep, 1e-9))))
     if planned < reps:
         print(f"  one repetition takes ~{per_rep:.1f} s: {planned} repetitions (--budget {budget:g} s)", flush=True)
-    samples = op_bench.time_interleaved(fns, x, planned, {k: 1 for k in fns}, settle)
+    samples = op_bench.time_interleaved(fns, x, planned, number, settle)
     return {k: {"median_ms": statistics.median(v) * 1e3, "samples_ms": sorted(s * 1e3 for s in v)}
             for k, v in samples.items()}
 
