@@ -9,7 +9,8 @@ import tensorflow as tf
 import cirq
 
 from qkeras_hybrid import ops
-from qkeras_hybrid.circuits import cirq_compiler, observables as obs_lib, qiskit_compiler
+from qkeras_hybrid import noise as noise_lib
+from qkeras_hybrid.circuits import cirq_compiler, noisy as noisy_lib, observables as obs_lib, qiskit_compiler
 from qkeras_hybrid.circuits.angles import AngleMap
 from qkeras_hybrid.circuits.program import EXPONENTIAL, bind_angle, build_program
 
@@ -95,12 +96,30 @@ class CompiledCircuit:
       qubits: Cirq only, the qubit register (defaults to the sorted qubits
         of the circuit).
       max_fused_qubits: block size of the gate fuser (default by size).
+      noise: None, or anything `qkeras_hybrid.noise.resolve` accepts (a
+        `cirq.NoiseModel`, a per-gate table, a `qiskit_aer.noise.NoiseModel`,
+        a `NoiseSpec`). Channels already in the circuit count as noise too.
+      simulation: for a noisy circuit: `"density_matrix"` (exact),
+        `"trajectories"` (unbiased Monte-Carlo estimates) or `"auto"` (the
+        density matrix up to 12 qubits); see `qkeras_hybrid.circuits.noisy`.
+      trajectories: trajectories per batch row (default 100).
+
+    A noisy circuit's `noisy` attribute is its `NoisyProgram` (None for a
+    noiseless one), and `program` / `program_inputs` are then that of the
+    density matrix (2n qubits) or of the trajectories.
     """
 
-    def __init__(self, circuit, observables, symbols=None, qubits=None, max_fused_qubits=None):
+    def __init__(self, circuit, observables, symbols=None, qubits=None, max_fused_qubits=None, noise=None,
+                 simulation="auto", trajectories=None):
         observables = _as_list(observables)
         if not observables:
             raise ValueError("At least one observable is required")
+        simulation, trajectories = noisy_lib.check_simulation(simulation, trajectories, "CompiledCircuit")
+        spec = noise_lib.resolve(noise, circuit.num_qubits if is_qiskit_circuit(circuit) else None)
+        if spec is not None and spec.has_channels:
+            if isinstance(circuit, cirq.Circuit) and qubits is None:
+                qubits = sorted(circuit.all_qubits())
+            circuit = spec.apply(circuit, qubits)
         if is_qiskit_circuit(circuit):
             self.num_qubits = circuit.num_qubits
             primitives = qiskit_compiler.lower_circuit(circuit)
@@ -128,17 +147,29 @@ class CompiledCircuit:
         by_name = {str(s): s for s in self.symbols}
         bound = []
         for primitive in primitives:
-            if not primitive.is_constant:
+            if not primitive.is_constant and not primitive.is_channel:
                 free = {str(s) for s in primitive.angle.free_symbols}
                 missing = sorted(free - set(by_name))
                 if missing:
                     raise ValueError(f"Circuit symbols {missing} are not given values: add them to `symbols`")
                 angle = primitive.angle.subs({s: by_name[str(s)] for s in primitive.angle.free_symbols})
                 primitive = dataclasses.replace(primitive, angle=angle)
-            bound.extend(bind_angle(primitive, self.symbols))
+            bound.extend([primitive] if primitive.is_channel else bind_angle(primitive, self.symbols))
+        self.num_observables = len(observables)
+        readout = None
+        if spec is not None:
+            readout = spec.readout_error(self.qubits if hasattr(self, "qubits") else self.num_qubits)
+        # A noisy circuit runs as a density matrix or as trajectories; the
+        # noiseless program below is not built for it.
+        self.noisy = None
+        if readout is not None or any(p.is_channel for p in bound):
+            self.noisy = noisy_lib.NoisyProgram(bound, self.num_qubits, terms, self.symbols, readout, simulation,
+                                                trajectories)
+            self.program, self.angle_map = self.noisy.program, self.noisy.angle_map
+            self._program_inputs = self.noisy.program_inputs
+            return
         self.program = build_program(self.num_qubits, bound, terms, self.symbols, max_fused_qubits)
         self.angle_map = AngleMap(self.program.angle_exprs, self.symbols)
-        self.num_observables = len(observables)
         with tf.init_scope():  # eager constants, captured by any graph that uses them
             self._program_inputs = tuple(tf.constant(a) for a in self.program.as_tuple())
 
@@ -169,8 +200,11 @@ class CompiledCircuit:
             )
         return values
 
-    def expectation(self, symbol_values, dtype=tf.float32):
+    def expectation(self, symbol_values, dtype=tf.float32, seed=None):
         """<O_o> for each row of symbol values [B, S] -> [B, O]; differentiable.
+
+        A noisy circuit gives tr(O_o rho); run as trajectories it needs
+        `seed` (int64 `[2]`), from which the Kraus picks are drawn.
 
         From `STATE_REUSE_QUBITS` qubits on, where the result may be
         differentiated, this runs `ops.expectation_and_state`, whose gradient
@@ -178,6 +212,8 @@ class CompiledCircuit:
         again.
         """
         values = self._symbol_values(symbol_values, dtype)
+        if self.noisy is not None:
+            return self.noisy.expectation(values, seed)
         if self.num_qubits >= STATE_REUSE_QUBITS and _may_differentiate():
             expectations, _ = ops.expectation_and_state(*self._program_inputs, self.angles(values))
             return expectations
@@ -197,6 +233,8 @@ class CompiledCircuit:
         Differentiable with respect to both.
         """
         values = self._symbol_values(symbol_values, dtype)
+        if self.noisy is not None:
+            raise NotImplementedError("Noisy circuits do not take initial states (circuit inputs) yet")
         state = tf.convert_to_tensor(initial_state)
         if state.dtype.is_complex:
             state = tf.stack([tf.math.real(state), tf.math.imag(state)], axis=1)
@@ -234,34 +272,40 @@ class CompiledCircuit:
         from qkeras_hybrid.ops import measure
 
         values = self._symbol_values(symbol_values, dtype)
+        if self.noisy is not None:
+            return self.noisy.sampled_expectation(values, shots, seed, differentiator)
         per_gate = self._per_gate_program()
         program, sources = per_gate["program"], per_gate["sources"]
         gate_angles = tf.gather(self.angles(values), sources, axis=1)
-        seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2)
-        forward_seed, gradient_seed = seeds[0], seeds[1]
-        if differentiator != "adjoint":
-            shifts, coefficients = self._gradient_shifts(differentiator)
 
-        @tf.custom_gradient
-        def run(gate_angles):
-            outputs = measure.sampled_expectation(program, gate_angles, shots, forward_seed)
+        def sampled(angles, seed):
+            return measure.sampled_expectation(program, angles, shots, seed)
 
-            def grad(upstream):
-                upstream = tf.cast(upstream, gate_angles.dtype)
-                if differentiator == "adjoint":
-                    return ops.expectation_adjoint_grad(*program, gate_angles, upstream)
-                num_sets, num_gates = shifts.shape
-                if num_sets == 0:  # no gate depends on an angle
-                    return tf.zeros_like(gate_angles)
-                shifted = gate_angles[None] + tf.constant(shifts[:, None, :], gate_angles.dtype)
-                results = measure.sampled_expectation(
-                    program, tf.reshape(shifted, [-1, num_gates]), shots, gradient_seed)
-                results = tf.reshape(results, [num_sets, -1, self.num_observables])
-                return tf.einsum("nbo,bo,ng->bg", results, upstream, tf.constant(coefficients, gate_angles.dtype))
+        def exact_gradient(angles, upstream):
+            return ops.expectation_adjoint_grad(*program, angles, upstream)
 
-            return outputs, grad
+        return sampled_with_gradient(gate_angles, seed, sampled, exact_gradient, per_gate["eigenvalues"],
+                                     differentiator, self.num_observables)
 
-        return run(gate_angles)
+    def probabilities(self, symbol_values, qubit_indices, dtype=tf.float32):
+        """Exact marginal probabilities [B, 2**k] of register qubits `qubit_indices`
+        (the first most significant), readout errors included; differentiable."""
+        from qkeras_hybrid.ops import measure
+
+        values = self._symbol_values(symbol_values, dtype)
+        if self.noisy is not None:
+            return self.noisy.probabilities(values, qubit_indices)
+        return measure.probabilities(self._program_inputs, self.angles(values), qubit_indices)
+
+    def sample(self, symbol_values, qubit_indices, shots, seed, dtype=tf.float32):
+        """int32 [B, shots, k] measured bits of `qubit_indices` (bit j = qubit_indices[j]),
+        readout errors included; no gradient."""
+        from qkeras_hybrid.ops import measure
+
+        values = tf.stop_gradient(self._symbol_values(symbol_values, dtype))
+        if self.noisy is not None:
+            return self.noisy.sample(values, qubit_indices, shots, seed)
+        return measure.sample(self._program_inputs, self.angles(values), qubit_indices, shots, seed)
 
     def _per_gate_program(self):
         """The program with every exponential gate reading its own angle slot.
@@ -289,26 +333,65 @@ class CompiledCircuit:
             self._per_gate = {"program": tuple(tensors), "sources": sources, "eigenvalues": eigenvalues}
         return self._per_gate
 
-    def _gradient_shifts(self, differentiator):
-        """(shifts [N, G], coefficients [N, G]): d f / d a_g = sum_n coefficients[n, g] f(a + shifts[n])."""
-        eigenvalues = self._per_gate_program()["eigenvalues"]
-        rules = []
-        for eigs in eigenvalues:
-            if differentiator == "parameter_shift":
-                rules.append(shift_rule(eigs))
-            else:
-                step = getattr(differentiator, "shift", None) or 0.01
-                rules.append((np.array([step]), np.array([1.0 / (2.0 * step)])))
-        num_sets = 2 * sum(len(s) for s, _ in rules)
-        shifts = np.zeros((num_sets, len(rules)))
-        coefficients = np.zeros((num_sets, len(rules)))
-        row = 0
-        for g, (gate_shifts, gate_coefficients) in enumerate(rules):
-            for s, c in zip(gate_shifts, gate_coefficients):
-                shifts[row:row + 2, g] = (s, -s)
-                coefficients[row:row + 2, g] = (c, -c)
-                row += 2
-        return shifts, coefficients
+def gradient_shifts(eigenvalues, differentiator):
+    """(shifts [N, G], coefficients [N, G]) for gates with these generator
+    eigenvalues: d f / d a_g = sum_n coefficients[n, g] f(a + shifts[n])."""
+    rules = []
+    for eigs in eigenvalues:
+        if differentiator == "parameter_shift":
+            rules.append(shift_rule(eigs))
+        else:
+            step = getattr(differentiator, "shift", None) or 0.01
+            rules.append((np.array([step]), np.array([1.0 / (2.0 * step)])))
+    num_sets = 2 * sum(len(s) for s, _ in rules)
+    shifts = np.zeros((num_sets, len(rules)))
+    coefficients = np.zeros((num_sets, len(rules)))
+    row = 0
+    for g, (gate_shifts, gate_coefficients) in enumerate(rules):
+        for s, c in zip(gate_shifts, gate_coefficients):
+            shifts[row:row + 2, g] = (s, -s)
+            coefficients[row:row + 2, g] = (c, -c)
+            row += 2
+    return shifts, coefficients
+
+
+def sampled_with_gradient(gate_angles, seed, sampled, exact_gradient, eigenvalues, differentiator, num_observables):
+    """`sampled(gate_angles, seed)` [B, O], with the gradient `differentiator` estimates.
+
+    Args:
+      gate_angles: [B, G], one angle per gate (each gate reads its own slot).
+      seed: int64 [2]; the forward pass and the gradient draw from two seeds split from it.
+      sampled: (angles [N, G], seed) -> sampled expectations [N, O].
+      exact_gradient: (angles, upstream [B, O]) -> d angles, the adjoint gradient of the exact values.
+      eigenvalues: per gate, its generator's eigenvalues (the shift rule's frequencies).
+      differentiator: "parameter_shift", "finite_difference" / `FiniteDifference(step)` or "adjoint".
+
+    All shifted angle sets of the batch go to `sampled` in one call.
+    """
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2)
+    forward_seed, gradient_seed = seeds[0], seeds[1]
+    if differentiator != "adjoint":
+        shifts, coefficients = gradient_shifts(eigenvalues, differentiator)
+
+    @tf.custom_gradient
+    def run(gate_angles):
+        outputs = sampled(gate_angles, forward_seed)
+
+        def grad(upstream):
+            upstream = tf.cast(upstream, gate_angles.dtype)
+            if differentiator == "adjoint":
+                return exact_gradient(gate_angles, upstream)
+            num_sets, num_gates = shifts.shape
+            if num_sets == 0:  # no gate depends on an angle
+                return tf.zeros_like(gate_angles)
+            shifted = gate_angles[None] + tf.constant(shifts[:, None, :], gate_angles.dtype)
+            results = sampled(tf.reshape(shifted, [-1, num_gates]), gradient_seed)
+            results = tf.reshape(results, [num_sets, -1, num_observables])
+            return tf.einsum("nbo,bo,ng->bg", results, upstream, tf.constant(coefficients, gate_angles.dtype))
+
+        return outputs, grad
+
+    return run(gate_angles)
 
 
 def shift_rule(eigenvalues):
@@ -360,6 +443,7 @@ def cirq_to_native_order(states, num_qubits):
     return tf.reshape(tf.transpose(split, perm), tf.shape(states))
 
 
-def compile_circuit(circuit, observables, symbols=None, qubits=None, max_fused_qubits=None):
+def compile_circuit(circuit, observables, symbols=None, qubits=None, max_fused_qubits=None, noise=None,
+                    simulation="auto", trajectories=None):
     """Compiles `circuit` once; see `CompiledCircuit`."""
-    return CompiledCircuit(circuit, observables, symbols, qubits, max_fused_qubits)
+    return CompiledCircuit(circuit, observables, symbols, qubits, max_fused_qubits, noise, simulation, trajectories)

@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 from keras.src.utils import naming
 
+from qkeras_hybrid import noise as noise_lib
 from qkeras_hybrid.backends._validation import check_num_qubits
 from qkeras_hybrid.circuits import compiled as compiled_lib
 from qkeras_hybrid.circuits import serialization
@@ -98,6 +99,7 @@ class _MeasurementLayer(keras.layers.Layer):
     """Base: a circuit's symbols fed by inputs and weights, compiled for the native simulator."""
 
     _takes_qubits = True  # StateLayer returns the whole register
+    _takes_noise = True  # StateLayer returns a pure state
 
     def __init__(
         self,
@@ -108,6 +110,7 @@ class _MeasurementLayer(keras.layers.Layer):
         initializer=None,
         regularizer=None,
         constraint=None,
+        noise=None,
         **kwargs,
     ):
         _checks.require_tensorflow_backend(self)
@@ -146,9 +149,15 @@ class _MeasurementLayer(keras.layers.Layer):
         self.circuit = circuit
         self.input_symbols, self.weight_symbols = resolve_symbols(circuit, input_symbols, weight_symbols)
         symbols = [compiled_lib._symbol(s) for s in self.input_symbols + self.weight_symbols]
+        self.noise = noise_lib.resolve(noise, num_qubits)
+        # Measurements of a noisy circuit come from its density matrix (2n qubits).
         self.compiled = CompiledCircuit(
-            circuit, _placeholder_observable(circuit, register), symbols=symbols, qubits=register
+            circuit, _placeholder_observable(circuit, register), symbols=symbols, qubits=register,
+            noise=self.noise, simulation="density_matrix",
         )
+        if self.compiled.noisy is not None and not self._takes_noise:
+            raise ValueError(f"{layer}: the circuit has channels (noise), so it has no state vector; use "
+                             "ProbabilityLayer or SampleLayer (density-matrix simulation) instead")
         self.initializer = keras.initializers.get(
             initializer or keras.initializers.RandomUniform(0.0, 2.0 * math.pi)
         )
@@ -176,6 +185,9 @@ class _MeasurementLayer(keras.layers.Layer):
     def _angles(self, inputs):
         return self.compiled.angles(self._symbol_values(tf.convert_to_tensor(inputs)))
 
+    def _values(self, inputs):
+        return self._symbol_values(tf.convert_to_tensor(inputs))
+
     def _next_seed(self):
         return self._seed_generator.next()
 
@@ -200,6 +212,8 @@ class _MeasurementLayer(keras.layers.Layer):
         if self._takes_qubits:
             config["qubits"] = None if self.qubits is None else [serialization.qubit_to_config(q)
                                                                  for q in self.qubits]
+        if self._takes_noise:
+            config["noise"] = None if self.noise is None else self.noise.get_config()
         return config
 
 
@@ -232,6 +246,11 @@ class ProbabilityLayer(_MeasurementLayer):
         of the circuit, sorted by name.
       shots: None for exact probabilities, or the number of measurements per
         batch row.
+      noise: None, or a noise model as `QuantumLayer` takes it (a
+        `cirq.NoiseModel`, a per-gate table, a `qiskit_aer.noise.NoiseModel`);
+        channels in the circuit count too. Simulated exactly as a density
+        matrix (2n qubits: practical up to about 12). Readout errors apply to
+        the probabilities (and to each shot).
       seed: with `shots`: an int for a reproducible sequence of outputs (the
         same in a fresh process), or None (a different one every run). The
         seed state is a `keras.random.SeedGenerator` variable advanced once
@@ -269,14 +288,13 @@ class ProbabilityLayer(_MeasurementLayer):
             self._seed_generator = keras.random.SeedGenerator(self.seed, name="seed_generator")
 
     def call(self, inputs):
-        angles = self._angles(inputs)
-        measure = _measure_ops()
+        values = self._values(inputs)
         if self.shots is None:
-            probabilities = measure.probabilities(self.compiled.program_inputs, angles, self._qubit_indices)
+            probabilities = self.compiled.probabilities(values, self._qubit_indices, dtype=values.dtype)
         else:
-            bits = measure.sample(self.compiled.program_inputs, tf.stop_gradient(angles), self._qubit_indices,
-                                  self.shots, self._next_seed())
-            probabilities = _without_gradient(self.name, angles, frequencies(bits, angles.dtype))
+            bits = self.compiled.sample(values, self._qubit_indices, self.shots, self._next_seed(),
+                                        dtype=values.dtype)
+            probabilities = _without_gradient(self.name, values, frequencies(bits, values.dtype))
         return tf.cast(probabilities, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
@@ -327,6 +345,8 @@ class SampleLayer(_MeasurementLayer):
         is a `keras.random.SeedGenerator` variable advanced once per call;
         `.keras` files and SavedModels save it, so a reloaded model continues
         the sequence where the saved one stood.
+      noise: as `ProbabilityLayer`'s: samples drawn from the density matrix,
+        each bit flipped by the readout errors.
       initializer, regularizer, constraint: of the weights.
 
     Input shape:
@@ -354,9 +374,8 @@ class SampleLayer(_MeasurementLayer):
         self._seed_generator = keras.random.SeedGenerator(self.seed, name="seed_generator")
 
     def call(self, inputs):
-        angles = tf.stop_gradient(self._angles(inputs))
-        return _measure_ops().sample(self.compiled.program_inputs, angles, self._qubit_indices, self.shots,
-                                     self._next_seed())
+        values = self._values(inputs)
+        return self.compiled.sample(values, self._qubit_indices, self.shots, self._next_seed(), dtype=values.dtype)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.shots, self.num_measured)
@@ -408,6 +427,7 @@ class StateLayer(_MeasurementLayer):
     """
 
     _takes_qubits = False
+    _takes_noise = False
 
     def __init__(self, circuit, input_symbols=(), weight_symbols=None, **kwargs):
         super().__init__(circuit, input_symbols=input_symbols, weight_symbols=weight_symbols, **kwargs)

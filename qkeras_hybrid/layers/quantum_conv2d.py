@@ -8,6 +8,8 @@ import keras
 import sympy
 import tensorflow as tf
 
+from qkeras_hybrid import noise as noise_lib
+from qkeras_hybrid.circuits import noisy as noisy_lib
 from qkeras_hybrid.circuits.compiled import CompiledCircuit
 from qkeras_hybrid.layers import _checks, quantum_layer
 
@@ -102,6 +104,10 @@ class QuantumConv2D(keras.layers.Layer):
         simulator's privilege) or `"finite_difference"` /
         `qkeras_hybrid.differentiators.FiniteDifference(step)`, as in
         `QuantumLayer`.
+      noise, simulation, trajectories: noise on every window's circuit
+        (a `cirq.NoiseModel`, a per-gate table, a `qiskit_aer.noise.NoiseModel`),
+        simulated as in `QuantumLayer`: exact density matrices up to 12
+        qubits per window by default, else trajectories.
 
     Input shape:
       4D tensor `(batch, height, width, channels)`, real and finite.
@@ -133,9 +139,14 @@ class QuantumConv2D(keras.layers.Layer):
         shots=None,
         seed=None,
         differentiator=None,
+        noise=None,
+        simulation="auto",
+        trajectories=None,
         **kwargs,
     ):
         _checks.require_tensorflow_backend(self)
+        self.simulation, self.trajectories = noisy_lib.check_simulation(simulation, trajectories,
+                                                                        type(self).__name__)
         self.shots, self.seed = quantum_layer.check_shots(shots, seed, "native", type(self).__name__)
         if self.shots is None and differentiator is not None:
             raise ValueError("QuantumConv2D computes exact adjoint gradients without shots; differentiator must be "
@@ -158,9 +169,8 @@ class QuantumConv2D(keras.layers.Layer):
                 f"kernel_size {self.kernel_size} needs {num_qubits} qubits per window; at most "
                 f"{MAX_KERNEL_QUBITS} are supported"
             )
+        self.noise = noise_lib.resolve(noise, num_qubits)
         super().__init__(**kwargs)
-        if self.shots is not None:
-            self._seed_generator = keras.random.SeedGenerator(self.seed, name="seed_generator")
         self.filters = int(filters)
         self.padding = padding.lower()
         self.depth = int(depth)
@@ -175,7 +185,12 @@ class QuantumConv2D(keras.layers.Layer):
         self.input_symbols = [str(s) for s in pixels]
         self.weight_symbols = [str(s) for s in weights]
         self.observables = [cirq.PauliString({q: cirq.Z for q in qubits})]
-        self.compiled = CompiledCircuit(self.circuit, self.observables, symbols=pixels + weights, qubits=qubits)
+        self.compiled = CompiledCircuit(self.circuit, self.observables, symbols=pixels + weights, qubits=qubits,
+                                        noise=self.noise, simulation=self.simulation, trajectories=self.trajectories)
+        self._noisy = self.compiled.noisy
+        quantum_layer.check_noisy_shots(self._noisy, self.shots, type(self).__name__)
+        if self.shots is not None or (self._noisy is not None and self._noisy.needs_seed):
+            self._seed_generator = keras.random.SeedGenerator(self.seed, name="seed_generator")
         self.input_spec = keras.layers.InputSpec(ndim=4)
 
     def build(self, input_shape):
@@ -236,7 +251,8 @@ class QuantumConv2D(keras.layers.Layer):
         # One row per (image, window, channel, filter): a single simulator call.
         values = tf.reshape(tf.concat([pixels, weights], axis=-1), [-1, len(self.compiled.symbols)])
         if self.shots is None:
-            outputs = self.compiled.expectation(values, dtype=dtype)
+            seed = self._seed_generator.next() if self._noisy is not None and self._noisy.needs_seed else None
+            outputs = self.compiled.expectation(values, dtype=dtype, seed=seed)
         else:
             outputs = self.compiled.sampled_expectation(values, self.shots, self._seed_generator.next(),
                                                         self.differentiator, dtype=dtype)
@@ -287,6 +303,7 @@ class QuantumConv2D(keras.layers.Layer):
                 "shots": self.shots,
                 "seed": self.seed,
                 "differentiator": quantum_layer.shot_differentiator_to_config(self.differentiator),
+                **quantum_layer.noise_config(self.noise, self.simulation, self.trajectories),
             }
         )
         return config

@@ -8,10 +8,12 @@ from keras.src.utils import naming
 import tensorflow as tf
 
 from qkeras_hybrid import backends, differentiators
+from qkeras_hybrid import noise as noise_lib
 from qkeras_hybrid.backends import tfq as tfq_backend
 from qkeras_hybrid.backends._validation import check_num_qubits
 from qkeras_hybrid.circuits import serialization
 from qkeras_hybrid.circuits import compiled as compiled_lib
+from qkeras_hybrid.circuits import noisy as noisy_lib
 from qkeras_hybrid.circuits.compiled import CompiledCircuit, _as_list, _symbol
 from qkeras_hybrid.layers import _checks
 
@@ -55,6 +57,19 @@ def check_shots(shots, seed, backend, layer):
         raise ValueError(f"{layer}: shots= is for backend='native'; TFQ samples with repetitions=")
     return (None if shots is None else int(shots)), (None if seed is None else int(seed))
 
+
+def check_noisy_shots(noisy, shots, layer):
+    """Shots of a noisy circuit are drawn from its density matrix, not from trajectories."""
+    if noisy is not None and shots is not None and noisy.simulation != "density_matrix":
+        raise ValueError(
+            f"{layer}: shots with noise need simulation='density_matrix'; this circuit would run as trajectories "
+            f"({noisy.num_qubits} qubits, simulation='auto' switches at {noisy_lib.AUTO_DENSITY_MAX_QUBITS})")
+
+
+def noise_config(noise, simulation, trajectories):
+    """The config entries of a layer's noise= (a JSON-able `NoiseSpec` config), simulation= and trajectories=."""
+    return {"noise": None if noise is None else noise.get_config(), "simulation": simulation,
+            "trajectories": trajectories}
 
 
 def resolve_symbols(circuit, input_symbols, weight_symbols):
@@ -129,11 +144,29 @@ class QuantumLayer(keras.layers.Layer):
         such groups (identity terms are exact). All shifted circuits
         of a gradient go to the simulator in one call (2 per two-eigenvalue
         gate per batch row).
-      seed: with `shots`: an int gives the same sequence of outputs (and
-        gradients) in a fresh process; None a different one every run. The
-        seed state is a `keras.random.SeedGenerator` variable advanced once
-        per call; it is saved with the layer, so a reloaded model continues
-        the sequence where the saved one stood.
+      seed: with `shots` or trajectories: an int gives the same sequence of
+        outputs (and gradients) in a fresh process; None a different one
+        every run. The seed state is a `keras.random.SeedGenerator` variable
+        advanced once per call; it is saved with the layer, so a reloaded
+        model continues the sequence where the saved one stood.
+      noise: native only: None (ideal), a `cirq.NoiseModel` (applied exactly
+        as `circuit.with_noise(model)`), a per-gate table such as
+        `{"ry": cirq.depolarize(0.01), "cx": cirq.depolarize(0.02, n_qubits=2)}`
+        or `qkeras_hybrid.noise.GateNoise(...)` (a channel after each gate of
+        a kind, with optional readout errors), or a
+        `qiskit_aer.noise.NoiseModel` (e.g. `NoiseModel.from_backend(...)`),
+        converted with Aer's semantics. Channels written into the circuit
+        itself (`cirq.depolarize(p).on(q)`, `cirq.amplitude_damp`, ...) are
+        noise too. Readout errors act on sampled expectations (`shots`), not
+        on exact ones. Saved in the config.
+      simulation: for a noisy circuit: `"density_matrix"` (exact values and
+        exact adjoint gradients: rho as a vector on 2n qubits),
+        `"trajectories"` (Monte-Carlo trajectories: unbiased estimates of the
+        values and of their gradients, `trajectories` per batch row) or
+        `"auto"` (the default: the density matrix up to 12 qubits, then
+        trajectories).
+      trajectories: trajectories per batch row (default 100; the standard
+        error of a value is about its spread over trajectories / sqrt(N)).
 
     Input shape:
       `(batch, len(input_symbols))`, real values (floats or integers). A
@@ -172,11 +205,20 @@ class QuantumLayer(keras.layers.Layer):
         repetitions=None,
         shots=None,
         seed=None,
+        noise=None,
+        simulation="auto",
+        trajectories=None,
         **kwargs,
     ):
         _checks.require_tensorflow_backend(self)
         self.shots, self.seed = check_shots(shots, seed, backend, type(self).__name__)
+        self.simulation, self.trajectories = noisy_lib.check_simulation(simulation, trajectories,
+                                                                        type(self).__name__)
         circuit = serialization.circuit_from_config(circuit)
+        self.noise = noise_lib.resolve(noise, _register_size(circuit, qubits))
+        if self.noise is not None and backend != "native":
+            raise ValueError(f"{type(self).__name__}: noise= runs on backend='native' (the density-matrix and "
+                             f"trajectory simulator), got backend={backend!r}")
         observables = serialization.observables_from_config(_as_list(observables))
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -194,8 +236,12 @@ class QuantumLayer(keras.layers.Layer):
         # The native program is compiled for backend="native" only: TFQ checks
         # the circuit itself, and its errors then speak of TFQ.
         self.compiled = (
-            CompiledCircuit(circuit, observables, symbols=symbols, qubits=self.qubits) if backend == "native" else None
+            CompiledCircuit(circuit, observables, symbols=symbols, qubits=self.qubits, noise=self.noise,
+                            simulation=self.simulation, trajectories=self.trajectories)
+            if backend == "native" else None
         )
+        self._noisy = getattr(self.compiled, "noisy", None)
+        check_noisy_shots(self._noisy, self.shots, type(self).__name__)
         self.backend = backend
         self.differentiator = differentiator
         self.repetitions = repetitions
@@ -213,7 +259,7 @@ class QuantumLayer(keras.layers.Layer):
         if "name" not in kwargs:  # e.g. "quantum_layer_4q" in model.summary()
             kwargs["name"] = naming.auto_name(f"{naming.to_snake_case(type(self).__name__)}_{num_qubits}q")
         super().__init__(**kwargs)
-        if self.shots is not None:
+        if self.shots is not None or (self._noisy is not None and self._noisy.needs_seed):
             self._seed_generator = keras.random.SeedGenerator(self.seed, name="seed_generator")
         self.num_qubits = num_qubits
         self.num_observables = self.executor.num_observables
@@ -251,6 +297,11 @@ class QuantumLayer(keras.layers.Layer):
                 raise NotImplementedError(f"{self.name}: shots with circuit inputs (quantum data) are not supported")
             outputs = self.compiled.sampled_expectation(symbol_values, self.shots, self._seed_generator.next(),
                                                         self.differentiator, dtype=symbol_values.dtype)
+        elif self._noisy is not None:
+            if programs is not None:
+                raise NotImplementedError(f"{self.name}: noise with circuit inputs (quantum data) is not supported")
+            seed = self._seed_generator.next() if self._noisy.needs_seed else None
+            outputs = self.compiled.expectation(symbol_values, dtype=symbol_values.dtype, seed=seed)
         else:
             outputs = self.executor.expectation(symbol_values, dtype=symbol_values.dtype, programs=programs)
         return outputs if outputs.dtype.name == self.compute_dtype else tf.cast(outputs, self.compute_dtype)
@@ -306,6 +357,7 @@ class QuantumLayer(keras.layers.Layer):
                 "qubits": None if self.qubits is None else [serialization.qubit_to_config(q) for q in self.qubits],
                 "shots": self.shots,
                 "seed": self.seed,
+                **noise_config(self.noise, self.simulation, self.trajectories),
             }
         )
         return config

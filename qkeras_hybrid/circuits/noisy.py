@@ -1,0 +1,225 @@
+"""Noisy circuits on the native engine: exact density matrices and trajectories.
+
+A `NoisyProgram` runs a circuit whose lowered primitives contain channels
+(`Primitive.is_channel`) or whose measurements have readout errors:
+
+- `"density_matrix"`: rho on n qubits is a vector on 2n qubits; every gate U
+  becomes U on the row qubits and conj(U) on the column qubits, every channel
+  one superoperator block (`program.density_primitives`). Exact values,
+  exact adjoint gradients, probabilities, samples.
+- `"trajectories"`: each channel picks one Kraus operator per trajectory,
+  with a probability fixed in advance and the operator rescaled so that the
+  average over picks is the channel (`program.trajectory_primitives`). Each
+  trajectory is then an ordinary (non-unitary) state-vector run, whose
+  `<psi|O|psi>` is an unbiased estimate of tr(O rho), and whose adjoint
+  gradient an unbiased estimate of its gradient. Picks are drawn by
+  stateless TF random ops from a seed the layer advances.
+- `"auto"`: the density matrix up to `AUTO_DENSITY_MAX_QUBITS` qubits (a
+  2n-qubit vector: 128 MiB per batch row in float32 at 12 qubits), then
+  trajectories.
+"""
+
+import numpy as np
+import sympy
+import tensorflow as tf
+
+from qkeras_hybrid.circuits.angles import AngleMap
+from qkeras_hybrid.circuits import program as program_lib
+from qkeras_hybrid.circuits.program import build_program
+
+SIMULATIONS = ("auto", "density_matrix", "trajectories")
+AUTO_DENSITY_MAX_QUBITS = 12
+DEFAULT_TRAJECTORIES = 100
+
+
+def _density_ops():
+    from qkeras_hybrid.ops import density  # registers the gradients
+
+    return density
+
+
+def check_simulation(simulation, trajectories, where):
+    """(simulation, trajectories) validated: a name of SIMULATIONS and a positive int or None."""
+    if simulation not in SIMULATIONS:
+        raise ValueError(f"{where}: simulation must be one of {SIMULATIONS}, got {simulation!r}")
+    if trajectories is not None and (isinstance(trajectories, bool) or not isinstance(trajectories, (int, np.integer))
+                                     or trajectories < 1):
+        raise ValueError(f"{where}: trajectories must be None (default {DEFAULT_TRAJECTORIES}) or a positive "
+                         f"integer, got {trajectories!r}")
+    return simulation, None if trajectories is None else int(trajectories)
+
+
+def resolve_simulation(simulation, num_qubits):
+    if simulation == "auto":
+        return "density_matrix" if num_qubits <= AUTO_DENSITY_MAX_QUBITS else "trajectories"
+    return simulation
+
+
+def confuse(probabilities, readout, qubit_indices):
+    """Probabilities [B, 2**k] (first measured qubit most significant) seen through
+    per-qubit readout errors: P(read j) = sum_i A[j, i] P(i), A_q = [[1-p01, p10], [p01, 1-p10]]."""
+    k = len(qubit_indices)
+    dtype = probabilities.dtype
+    shape = tf.concat([[-1], [2] * k], axis=0)
+    p = tf.reshape(probabilities, shape)
+    letters = "abcdefghijklmnopqrstuvwxyz"[:k]
+    for j, q in enumerate(qubit_indices):
+        p01, p10 = readout[q]
+        if p01 == 0 and p10 == 0:
+            continue
+        matrix = tf.constant([[1 - p01, p10], [p01, 1 - p10]], dtype)
+        out = letters[:j] + "Y" + letters[j + 1:]
+        p = tf.einsum(f"Y{letters[j]},Z{letters}->Z{out}", matrix, p)
+    return tf.reshape(p, tf.shape(probabilities))
+
+
+class NoisyProgram:
+    """The density-matrix or trajectory program of a noisy circuit.
+
+    Args:
+      primitives: the circuit's lowered primitives (angles bound to `symbols`),
+        channels included.
+      num_qubits: n, the register size.
+      terms: per observable, a list of (coeff, x_mask, z_mask).
+      symbols: the symbols whose values the caller feeds.
+      readout: float64 [n, 2] readout flip probabilities, or None.
+      simulation, trajectories: see `CompiledCircuit`.
+    """
+
+    def __init__(self, primitives, num_qubits, terms, symbols, readout, simulation, trajectories):
+        self.num_qubits = num_qubits
+        self.symbols = list(symbols)
+        self.simulation = resolve_simulation(simulation, num_qubits)
+        self.trajectories = trajectories or DEFAULT_TRAJECTORIES
+        self.readout = np.zeros((num_qubits, 2)) if readout is None else np.asarray(readout, np.float64)
+        self.num_observables = len(terms)
+        self._primitives = list(primitives)
+        self._terms = terms
+        if self.simulation == "density_matrix":
+            program = build_program(2 * num_qubits, program_lib.density_primitives(self._primitives, num_qubits),
+                                    terms, self.symbols)
+        else:
+            selected, self._choices = program_lib.trajectory_primitives(self._primitives)
+            program = build_program(num_qubits, selected, terms, self.symbols + [c.symbol for c in self._choices])
+        self.program = program
+        self.angle_map = AngleMap(program.angle_exprs, self.symbols)
+        with tf.init_scope():
+            self.program_inputs = tuple(tf.constant(a) for a in program.as_tuple())
+            self._readout = tf.constant(self.readout)
+        self._per_gate = None
+
+    @property
+    def needs_seed(self):
+        """Whether exact expectations draw random numbers (trajectories)."""
+        return self.simulation == "trajectories"
+
+    def _require_density(self, what):
+        if self.simulation != "density_matrix":
+            raise NotImplementedError(
+                f"{what} of a noisy circuit need simulation='density_matrix' (this one runs trajectories: "
+                f"{self.num_qubits} qubits, simulation='auto' switches at {AUTO_DENSITY_MAX_QUBITS})")
+
+    # --- exact values -------------------------------------------------------------------------------------
+
+    def expectation(self, values, seed=None):
+        """tr(O_o rho) [B, O] (density matrix), or its trajectory estimate; differentiable."""
+        if self.simulation == "density_matrix":
+            return _density_ops().density_expectation(self.program_inputs, self.angle_map(values))
+        if seed is None:
+            raise ValueError("Trajectories need a seed (an int64 [2] tensor)")
+        from qkeras_hybrid import ops
+
+        angles, weights = self._trajectory_angles(values, seed)
+        outputs = ops.expectation(*self.program_inputs, angles)
+        return tf.reduce_mean(tf.reshape(outputs, [self.trajectories, -1, self.num_observables]), axis=0)
+
+    def _trajectory_angles(self, values, seed):
+        """Angles [T * B, A + C]: each row's angles, then the Kraus operator picked at each channel.
+
+        Row t * B + b is trajectory t of batch row b. Channels with the same pick
+        probabilities share one draw op."""
+        angles = self.angle_map(values)
+        batch = tf.shape(angles)[0]
+        rows = self.trajectories * batch
+        tiled = tf.tile(angles, [self.trajectories, 1])
+        picks = [None] * len(self._choices)
+        groups = {}
+        for i, choice in enumerate(self._choices):
+            groups.setdefault(tuple(np.round(choice.probabilities, 15)), []).append(i)
+        seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), max(1, len(groups)))
+        for g, (probabilities, members) in enumerate(groups.items()):
+            logits = tf.math.log(tf.constant([probabilities], tf.float64))
+            draws = tf.random.stateless_categorical(logits, rows * len(members), seeds[g], dtype=tf.int32)
+            draws = tf.reshape(draws, [len(members), rows])
+            for j, i in enumerate(members):
+                picks[i] = draws[j]
+        if not picks:
+            return tiled, None
+        picked = tf.cast(tf.stack(picks, axis=1), angles.dtype)
+        return tf.concat([tiled, tf.stop_gradient(picked)], axis=1), None
+
+    def probabilities(self, values, qubit_indices):
+        """Exact marginal probabilities [B, 2**k] with readout errors; differentiable."""
+        self._require_density("Probabilities")
+        p = _density_ops().density_probabilities(self.program_inputs, self.angle_map(values), qubit_indices)
+        return confuse(p, self.readout, qubit_indices)
+
+    # --- sampled values -----------------------------------------------------------------------------------
+
+    def sample(self, values, qubit_indices, shots, seed):
+        """int32 [B, shots, k] measured bits, readout errors included; no gradient."""
+        self._require_density("Samples")
+        angles = tf.stop_gradient(self.angle_map(values))
+        return _density_ops().density_sample(self.program_inputs, angles, qubit_indices, shots, seed, self._readout)
+
+    def sampled_expectation(self, values, shots, seed, differentiator):
+        """Sampled <O_o> [B, O] (readout errors included), with the gradient `differentiator` estimates."""
+        from qkeras_hybrid.circuits.compiled import sampled_with_gradient
+
+        self._require_density("Sampled expectations")
+        program, eigenvalues = self._per_gate_program()
+        if eigenvalues:
+            gate_angles = self._gate_angle_map._extra(values)
+        else:
+            gate_angles = tf.zeros([tf.shape(values)[0], 0], values.dtype)
+        density = _density_ops()
+
+        def sampled(angles, seed):
+            return density.density_sampled_expectation(program, angles, shots, seed, self._readout)
+
+        def exact_gradient(angles, upstream):
+            with tf.GradientTape() as tape:
+                tape.watch(angles)
+                outputs = density.density_expectation(program, angles)
+            return tape.gradient(outputs, angles, output_gradients=upstream)
+
+        return sampled_with_gradient(gate_angles, seed, sampled, exact_gradient, eigenvalues, differentiator,
+                                     self.num_observables)
+
+    def _per_gate_program(self):
+        """(program tensors, eigenvalues of each gate's generator) with every gate of the circuit reading its own slot.
+
+        Built from the primitives, before the density doubling, so that a gate's
+        two copies (U and conj(U)) keep sharing their slot: a shift moves both.
+        """
+        if self._per_gate is None:
+            primitives, exprs, eigenvalues = [], [], []
+            for p in self._primitives:
+                if p.is_channel or p.is_constant:
+                    primitives.append(p)
+                    continue
+                symbol = sympy.Symbol(f"_gate_{len(exprs)}")
+                exprs.append(p.angle)
+                eigenvalues.append(np.asarray(p.eigenvalues))
+                primitives.append(type(p)(qubits=p.qubits, eigenvalues=p.eigenvalues, projectors=p.projectors,
+                                          angle=symbol))
+            symbols = [sympy.Symbol(f"_gate_{i}") for i in range(len(exprs))]
+            program = build_program(2 * self.num_qubits, program_lib.density_primitives(primitives, self.num_qubits),
+                                    self._terms, symbols)
+            assert not program.angle_exprs
+            # Each gate's angle from the symbol values: the slots of a map over these expressions.
+            self._gate_angle_map = AngleMap(exprs, self.symbols) if exprs else None
+            with tf.init_scope():
+                tensors = tuple(tf.constant(a) for a in program.as_tuple())
+            self._per_gate = (tensors, eigenvalues)
+        return self._per_gate
