@@ -573,13 +573,11 @@ class _OpaqueSymbolicGate(cirq.Gate):
 @pytest.mark.parametrize(
     "op,name",
     [
-        (cirq.ResetChannel().on(cirq.LineQubit(0)), "ResetChannel"),
         (_NonUnitaryGate().on(cirq.LineQubit(0)), "MyNonUnitaryGate"),
         (_OpaqueSymbolicGate(sympy.Symbol("a")).on(cirq.LineQubit(0)), "MyOpaqueSymbolicGate"),
-        (cirq.depolarize(0.1).on(cirq.LineQubit(0)), "depolarize"),
-        (cirq.amplitude_damp(0.2).on(cirq.LineQubit(0)), "amplitude_damp"),
+        (cirq.depolarize(0.1, n_qubits=3).on(*cirq.LineQubit.range(3)), "depolarize"),
     ],
-    ids=["reset", "custom_non_unitary", "custom_symbolic", "depolarize", "amplitude_damp"],
+    ids=["custom_non_unitary", "custom_symbolic", "three_qubit_channel"],
 )
 def test_unsupported_cirq_gate_raises_naming_it(op, name):
     circuit = cirq.Circuit(cirq.H(cirq.LineQubit(0)), op)
@@ -595,11 +593,14 @@ def test_qutrit_raises():
 
 
 def test_unsupported_qiskit_instruction_raises():
-    qc = QuantumCircuit(1)
+    from qiskit.quantum_info import Kraus
+
+    qc = QuantumCircuit(3)
     qc.h(0)
-    qc.reset(0)
-    with pytest.raises(qkeras_hybrid.circuits.UnsupportedGateError, match="reset"):
-        qkeras_hybrid.compile_circuit(qc, [SparsePauliOp("Z")])
+    # A 3-qubit channel (channels run on 1-2 qubits).
+    qc.append(Kraus([np.sqrt(0.9) * np.eye(8), np.sqrt(0.1) * np.diag([1, -1] * 4)]).to_instruction(), [0, 1, 2])
+    with pytest.raises(qkeras_hybrid.circuits.UnsupportedGateError, match="3 qubits|more than 2"):
+        qkeras_hybrid.compile_circuit(qc, [SparsePauliOp("ZII")])
 
 
 def test_symbolic_phased_iswap_compiles_or_names_the_gate():
