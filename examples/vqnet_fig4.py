@@ -29,7 +29,7 @@ Writes `loss.png` (training and test loss per epoch) and `metrics.json`
 under --out (default runs/vqnet_fig4).
 
     python examples/vqnet_fig4.py            # 20 epochs, ~1-2 min on 2 cores
-    python examples/vqnet_fig4.py --quick    # 2 epochs on 20 + 20 images
+    python examples/vqnet_fig4.py --quick    # 2 epochs on 50 + 50 images
 """
 
 import argparse
@@ -130,14 +130,14 @@ def parse_args(argv=None):
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=os.path.join("runs", "vqnet_fig4"), help="directory of loss.png, metrics.json")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 2 epochs on 20 + 20 images, 10 + 10 test")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 epochs on 50 + 50 images, 10 + 10 test")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
     if args.quick:
-        args.epochs, args.train_per_class, args.test_per_class = 2, 20, 10
+        args.epochs, args.train_per_class, args.test_per_class = 2, 50, 10
     (x_train, y_train), (x_test, y_test) = load_digits(DIGITS, args.train_per_class, args.test_per_class,
                                                        seed=args.seed)
     print(f"HQCNN with a Qiskit black box (H, Ry, measure_all; {SHOTS} shots on AerSimulator) on MNIST {DIGITS}: "
