@@ -8,7 +8,7 @@ from qkeras_hybrid import ops
 # `import qkeras_hybrid`; fails with instructions if the op is not built.
 ops.load()
 
-from qkeras_hybrid import backends, callbacks, circuits, datasets, distribute, layers  # noqa: E402
+from qkeras_hybrid import backends, callbacks, circuits, datasets, distribute, layers, noise  # noqa: E402
 from qkeras_hybrid.circuits import CompiledCircuit, compile_circuit  # noqa: E402
 from qkeras_hybrid.layers import (  # noqa: E402
     ProbabilityLayer,
@@ -37,5 +37,6 @@ __all__ = [
     "datasets",
     "distribute",
     "layers",
+    "noise",
     "ops",
 ]

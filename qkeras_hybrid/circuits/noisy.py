@@ -19,6 +19,8 @@ A `NoisyProgram` runs a circuit whose lowered primitives contain channels
   trajectories.
 """
 
+import dataclasses
+
 import numpy as np
 import sympy
 import tensorflow as tf
@@ -99,7 +101,8 @@ class NoisyProgram:
             program = build_program(2 * num_qubits, program_lib.density_primitives(self._primitives, num_qubits),
                                     terms, self.symbols)
         else:
-            selected, self._choices = program_lib.trajectory_primitives(self._primitives)
+            selected = program_lib.trajectory_primitives(self._primitives)
+            self._choices = program_lib.trajectory_choices(selected)
             program = build_program(num_qubits, selected, terms, self.symbols + [c.symbol for c in self._choices])
         self.program = program
         self.angle_map = AngleMap(program.angle_exprs, self.symbols)
@@ -124,44 +127,30 @@ class NoisyProgram:
     def expectation(self, values, seed=None):
         """tr(O_o rho) [B, O] (density matrix), or its trajectory estimate; differentiable."""
         if self.simulation == "density_matrix":
-            return _density_ops().density_expectation(self.program_inputs, self.angle_map(values))
+            return _density_ops().density_expectation(*self.program_inputs, self.angle_map(values))
         if seed is None:
             raise ValueError("Trajectories need a seed (an int64 [2] tensor)")
         from qkeras_hybrid import ops
 
-        angles, weights = self._trajectory_angles(values, seed)
-        outputs = ops.expectation(*self.program_inputs, angles)
+        outputs = ops.expectation(*self.program_inputs, self._trajectory_angles(values, seed))
         return tf.reduce_mean(tf.reshape(outputs, [self.trajectories, -1, self.num_observables]), axis=0)
 
     def _trajectory_angles(self, values, seed):
-        """Angles [T * B, A + C]: each row's angles, then the Kraus operator picked at each channel.
-
-        Row t * B + b is trajectory t of batch row b. Channels with the same pick
-        probabilities share one draw op."""
+        """Angles [T * B, S + C + E]: row t * B + b is trajectory t of batch row b, with
+        each channel's Kraus pick in the slots after the symbols' (`build_program`'s order)."""
         angles = self.angle_map(values)
-        batch = tf.shape(angles)[0]
-        rows = self.trajectories * batch
         tiled = tf.tile(angles, [self.trajectories, 1])
-        picks = [None] * len(self._choices)
-        groups = {}
-        for i, choice in enumerate(self._choices):
-            groups.setdefault(tuple(np.round(choice.probabilities, 15)), []).append(i)
-        seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), max(1, len(groups)))
-        for g, (probabilities, members) in enumerate(groups.items()):
-            logits = tf.math.log(tf.constant([probabilities], tf.float64))
-            draws = tf.random.stateless_categorical(logits, rows * len(members), seeds[g], dtype=tf.int32)
-            draws = tf.reshape(draws, [len(members), rows])
-            for j, i in enumerate(members):
-                picks[i] = draws[j]
-        if not picks:
-            return tiled, None
-        picked = tf.cast(tf.stack(picks, axis=1), angles.dtype)
-        return tf.concat([tiled, tf.stop_gradient(picked)], axis=1), None
+        if not self._choices:
+            return tiled
+        picks = _density_ops().sample_kraus_choices(self._choices, tf.shape(tiled)[0], tf.cast(seed, tf.int64),
+                                                    angles.dtype)
+        num_symbols = len(self.symbols)
+        return tf.concat([tiled[:, :num_symbols], tf.stop_gradient(picks), tiled[:, num_symbols:]], axis=1)
 
     def probabilities(self, values, qubit_indices):
         """Exact marginal probabilities [B, 2**k] with readout errors; differentiable."""
         self._require_density("Probabilities")
-        p = _density_ops().density_probabilities(self.program_inputs, self.angle_map(values), qubit_indices)
+        p = _density_ops().density_probabilities(*self.program_inputs, self.angle_map(values), qubit_indices)
         return confuse(p, self.readout, qubit_indices)
 
     # --- sampled values -----------------------------------------------------------------------------------
@@ -170,7 +159,7 @@ class NoisyProgram:
         """int32 [B, shots, k] measured bits, readout errors included; no gradient."""
         self._require_density("Samples")
         angles = tf.stop_gradient(self.angle_map(values))
-        return _density_ops().density_sample(self.program_inputs, angles, qubit_indices, shots, seed, self._readout)
+        return _density_ops().density_sample(*self.program_inputs, angles, qubit_indices, shots, seed, self._readout)
 
     def sampled_expectation(self, values, shots, seed, differentiator):
         """Sampled <O_o> [B, O] (readout errors included), with the gradient `differentiator` estimates."""
@@ -185,12 +174,12 @@ class NoisyProgram:
         density = _density_ops()
 
         def sampled(angles, seed):
-            return density.density_sampled_expectation(program, angles, shots, seed, self._readout)
+            return density.density_sampled_expectation(*program, angles, shots, seed, self._readout)
 
         def exact_gradient(angles, upstream):
             with tf.GradientTape() as tape:
                 tape.watch(angles)
-                outputs = density.density_expectation(program, angles)
+                outputs = density.density_expectation(*program, angles)
             return tape.gradient(outputs, angles, output_gradients=upstream)
 
         return sampled_with_gradient(gate_angles, seed, sampled, exact_gradient, eigenvalues, differentiator,
@@ -211,8 +200,7 @@ class NoisyProgram:
                 symbol = sympy.Symbol(f"_gate_{len(exprs)}")
                 exprs.append(p.angle)
                 eigenvalues.append(np.asarray(p.eigenvalues))
-                primitives.append(type(p)(qubits=p.qubits, eigenvalues=p.eigenvalues, projectors=p.projectors,
-                                          angle=symbol))
+                primitives.append(dataclasses.replace(p, angle=symbol))
             symbols = [sympy.Symbol(f"_gate_{i}") for i in range(len(exprs))]
             program = build_program(2 * self.num_qubits, program_lib.density_primitives(primitives, self.num_qubits),
                                     self._terms, symbols)
