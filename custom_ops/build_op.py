@@ -16,9 +16,11 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCES = ["custom_ops/tf/ops.cc", "custom_ops/tf/kernels.cc", "custom_ops/tf/measure_ops.cc",
-           "custom_ops/tf/measure_kernels.cc"]
+           "custom_ops/tf/measure_kernels.cc", "custom_ops/tf/density_ops.cc",
+           "custom_ops/tf/density_kernels.cc"]
 HEADERS = ["custom_ops/simulator/program.h", "custom_ops/simulator/simulator.h",
-           "custom_ops/simulator/measure.h", "custom_ops/tf/common.h"]
+           "custom_ops/simulator/measure.h", "custom_ops/simulator/density.h",
+           "custom_ops/tf/common.h", "custom_ops/tf/measure_common.h"]
 BUILD_INFO_NAME = "_build_info.json"
 # Findings stop the process (-fno-sanitize-recover): a test or fuzz run fails.
 SANITIZE_FLAGS = ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined",

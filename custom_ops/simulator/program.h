@@ -14,9 +14,29 @@
 //     type 0 = constant: data holds a 2^k x 2^k complex matrix (re, im pairs).
 //     type 1 = exponential exp(-i * angle * H), H = sum_t eig_t * P_t: data
 //       holds num_terms records of (eig_t, P_t as 2^k x 2^k complex matrix).
+//     type 2 = Kraus selection (trajectories; pure programs only): data holds
+//       num_terms = m matrices; the angle slot's value, an integer k in
+//       [0, m) per batch row, selects matrix k. Every matrix is unitary.
+//     type 3 = Kraus selection whose matrices need not be unitary (e.g.
+//       amplitude damping's K_k / sqrt(q_k)): the adjoint pass restores the
+//       state from a checkpoint that the forward sweep saved.
+//     type 4 = superoperator (density programs only): a constant non-unitary
+//       matrix S; num_terms = 1, or 2 when data also holds S^-1 after S, with
+//       which the adjoint pass may restore the state instead of keeping a
+//       checkpoint (see Block::restore).
+//     Gates of types 2..4 are alone in their block, and never differentiated
+//     (a selection slot's derivative is 0).
 //   gate_data float64 [D]
 //   pauli_masks int64 [O, T, 2]: x mask, z mask of each term (bit q = qubit q)
 //   pauli_coeffs float64 [O, T]: real coefficient of each term (0 pads)
+//
+// Density programs (ProgramMode::kDensity, the QkerasHybrid>Density* ops)
+// run rho on n physical qubits as the vector vec(rho)[r + (c << n)] =
+// rho[r, c] on num_qubits = 2n qubits: row qubit q is register qubit q,
+// column qubit q is register qubit q + n. block_meta may then have an 8th
+// column, q3, the fourth qubit of a 4-qubit block (the superoperator of a
+// 2-qubit channel on Q + (Q + n)); only superoperator blocks may have 4
+// qubits. Pauli masks act on the n physical qubits (bits below n).
 #ifndef QKERAS_HYBRID_SIMULATOR_PROGRAM_H_
 #define QKERAS_HYBRID_SIMULATOR_PROGRAM_H_
 
@@ -31,13 +51,32 @@
 
 namespace qkh {
 
+// Unitary blocks have up to 3 qubits; superoperator blocks up to 4.
 constexpr int kMaxBlockQubits = 3;
+constexpr int kMaxSuperBlockQubits = 4;
 constexpr int kBlockMetaWidth = 7;
+constexpr int kDensityBlockMetaWidth = 8;
 constexpr int kGateMetaWidth = 4;
 constexpr int kMaxQubits = 62;  // masks are 64-bit; memory is checked apart
 
 enum BlockKind { kDense = 0, kDiagonal = 1, kRealDense = 2, kRealDiagonal = 3 };
-enum GateType { kConstant = 0, kExponential = 1 };
+enum GateType {
+  kConstant = 0,
+  kExponential = 1,
+  kSelection = 2,
+  kNonUnitarySelection = 3,
+  kSuperoperator = 4
+};
+enum class ProgramMode { kPure, kDensity };
+// How the adjoint pass gets a block's input state back from its output: by
+// the adjoint of its (unitary) matrix, by a given inverse, or from a
+// checkpoint of the state saved by the forward sweep.
+enum Restore { kRestoreAdjoint = 0, kRestoreInverse = 1, kRestoreCheckpoint = 2 };
+// Largest product of the norms ||S^-1|| of the blocks restored by their
+// inverse between two checkpoints: it bounds how much the restored states'
+// rounding errors can grow (per precision: float32 has 2^29 times less).
+template <typename FP>
+constexpr double kInverseGrowthBudget = std::is_same<FP, float>::value ? 4.0 : 1e4;
 
 template <typename FP>
 struct Complex {
@@ -56,13 +95,17 @@ inline Complex<FP> MulConj(Complex<FP> a, Complex<FP> b) {  // conj(a) * b
 struct Block {
   int k = 1;
   int dim = 2;
-  int qubits[kMaxBlockQubits] = {0, 0, 0};
-  int sorted_qubits[kMaxBlockQubits] = {0, 0, 0};
-  uint64_t offsets[1 << kMaxBlockQubits] = {};  // local index -> state offset
+  int qubits[kMaxSuperBlockQubits] = {0, 0, 0, 0};
+  int sorted_qubits[kMaxSuperBlockQubits] = {0, 0, 0, 0};
+  uint64_t offsets[1 << kMaxSuperBlockQubits] = {};  // local index -> state offset
   int kind = kDense;
   int first_gate = 0;
   int num_gates = 0;
   bool has_angles = false;
+  // A block of one gate of type 2..4 (a selection or a superoperator).
+  bool special = false;
+  int restore = kRestoreAdjoint;
+  int checkpoint = -1;  // index of its checkpoint, with kRestoreCheckpoint
 };
 
 struct Gate {
@@ -77,7 +120,17 @@ template <typename FP>
 struct Program {
   int num_qubits = 0;
   int num_angles = 0;
+  ProgramMode mode = ProgramMode::kPure;
   std::vector<Block> blocks;
+  // Checkpoints the forward sweep saves for the adjoint pass (blocks with
+  // kRestoreCheckpoint).
+  int num_checkpoints = 0;
+  // The angle slots that select Kraus operators: values must be integers in
+  // [0, count).
+  struct Selection {
+    int slot, count, gate;
+  };
+  std::vector<Selection> selections;
   std::vector<Gate> gates;
   // Entries of all block and gate matrices (a simulator keeps each per lane).
   int64_t matrix_entries = 0;
@@ -146,6 +199,54 @@ std::string NotFiniteIn(double v) {
 // Counts are kept in int by the simulator.
 constexpr int64_t kMaxCount = std::numeric_limits<int32_t>::max();
 
+// sqrt(||A||_1 ||A||_inf) >= ||A||_2 of a dim x dim complex matrix stored as
+// (re, im) pairs.
+inline double NormBound(const double* a, int dim) {
+  double col = 0, row = 0;
+  for (int i = 0; i < dim; ++i) {
+    double c = 0, r = 0;
+    for (int j = 0; j < dim; ++j) {
+      c += std::hypot(a[2 * (j * dim + i)], a[2 * (j * dim + i) + 1]);
+      r += std::hypot(a[2 * (i * dim + j)], a[2 * (i * dim + j) + 1]);
+    }
+    col = std::max(col, c);
+    row = std::max(row, r);
+  }
+  return std::sqrt(col * row);
+}
+
+// How the adjoint pass restores the input state of each non-unitary block.
+// Going backward from the end, a superoperator with a given inverse is
+// un-applied by it while the product of the inverses' norms since the last
+// checkpoint stays within kInverseGrowthBudget<FP> (the states it restores
+// then keep a bounded error); other non-unitary blocks take a checkpoint.
+template <typename FP>
+void ChooseRestores(const double* gate_data, Program<FP>* p) {
+  double growth = 1;
+  p->num_checkpoints = 0;
+  for (int b = static_cast<int>(p->blocks.size()) - 1; b >= 0; --b) {
+    Block& blk = p->blocks[b];
+    const Gate& gate = p->gates[blk.first_gate];
+    blk.restore = kRestoreAdjoint;
+    if (!blk.special || gate.type == kSelection) continue;
+    if (gate.type == kSuperoperator && gate.num_terms == 2) {
+      const double norm =
+          NormBound(gate_data + gate.data_offset + 2 * blk.dim * blk.dim, blk.dim);
+      if (growth * norm <= kInverseGrowthBudget<FP>) {
+        growth *= norm;
+        blk.restore = kRestoreInverse;
+        p->matrix_entries += blk.dim * blk.dim;  // the inverse, per lane
+        continue;
+      }
+    }
+    blk.restore = kRestoreCheckpoint;
+    growth = 1;
+  }
+  // Checkpoints are numbered in forward order.
+  for (Block& blk : p->blocks)
+    if (blk.restore == kRestoreCheckpoint) blk.checkpoint = p->num_checkpoints++;
+}
+
 // Decodes and validates the flat program. Returns an empty string on success,
 // else a message naming the tensor, the index and the bad value.
 template <typename FP>
@@ -155,10 +256,16 @@ std::string DecodeProgram(int64_t num_qubits, const int32_t* block_meta,
                           int64_t data_size, const int64_t* pauli_masks,
                           const double* pauli_coeffs, int64_t num_observables,
                           int64_t terms_per_observable, int64_t num_angles,
-                          Program<FP>* p) {
+                          Program<FP>* p, int block_meta_width = kBlockMetaWidth,
+                          ProgramMode mode = ProgramMode::kPure) {
+  const bool density = mode == ProgramMode::kDensity;
   if (num_qubits < 1 || num_qubits > kMaxQubits)
     return "num_qubits must be in [1, " + Str(kMaxQubits) + "], got " +
            Str(num_qubits);
+  if (density && num_qubits % 2 != 0)
+    return "num_qubits of a density program must be even (2n: n row qubits, then n column "
+           "qubits), got " + Str(num_qubits);
+  p->mode = mode;
   // Tensors with a zero dimension can have any other dimension: bound them
   // all before a count is narrowed to int or a loop runs over it.
   const struct {
@@ -186,16 +293,19 @@ std::string DecodeProgram(int64_t num_qubits, const int32_t* block_meta,
   std::vector<int> owner(num_gates, -1);
   p->blocks.resize(num_blocks);
   for (int64_t b = 0; b < num_blocks; ++b) {
-    const int32_t* m = block_meta + b * kBlockMetaWidth;
+    const int32_t* m = block_meta + b * block_meta_width;
     const std::string where = "block_meta[" + Str(b) + "]";
     Block& blk = p->blocks[b];
     blk.k = m[0];
-    if (blk.k < 1 || blk.k > kMaxBlockQubits)
-      return where + ": block size must be 1, 2 or 3 qubits, got " + Str(m[0]);
+    if (blk.k < 1 || blk.k > kMaxSuperBlockQubits ||
+        (blk.k == kMaxSuperBlockQubits && block_meta_width < kDensityBlockMetaWidth))
+      return where + ": block size must be 1, 2 or 3 qubits" +
+             (density ? std::string(" (4 for a superoperator, with block_meta's 8th column)")
+                      : std::string()) + ", got " + Str(m[0]);
     blk.dim = 1 << blk.k;
     p->matrix_entries += blk.dim * blk.dim;
     for (int j = 0; j < blk.k; ++j) {
-      const int q = m[1 + j];
+      const int q = m[j < 3 ? 1 + j : 7];
       if (q < 0 || q >= num_qubits)
         return where + ": qubit index " + Str(q) + " out of range [0, " +
                Str(num_qubits) + ")";
@@ -204,7 +314,7 @@ std::string DecodeProgram(int64_t num_qubits, const int32_t* block_meta,
       blk.qubits[j] = q;
       blk.sorted_qubits[j] = q;
     }
-    for (int i = 1; i < blk.k; ++i)  // insertion sort of at most 3 items
+    for (int i = 1; i < blk.k; ++i)  // insertion sort of at most 4 items
       for (int j = i; j > 0 && blk.sorted_qubits[j - 1] > blk.sorted_qubits[j]; --j)
         std::swap(blk.sorted_qubits[j - 1], blk.sorted_qubits[j]);
     for (int l = 0; l < blk.dim; ++l) {
@@ -257,9 +367,38 @@ std::string DecodeProgram(int64_t num_qubits, const int32_t* block_meta,
                "], got " + Str(m[3]);
       needed = gate.num_terms * (1 + mat);
       p->blocks[owner[g]].has_angles = true;
+    } else if (gate.type == kSelection || gate.type == kNonUnitarySelection) {
+      if (density)
+        return where + ": a Kraus selection (gate type " + Str(m[0]) +
+               ") runs in the pure-state ops only; a density program has superoperators (type 4)";
+      if (gate.angle_slot < 0 || gate.angle_slot >= num_angles)
+        return where + ": angle slot " + Str(m[1]) + " out of range [0, " +
+               Str(num_angles) + ")";
+      // Each option is a matrix of its own: bound them so the product fits.
+      if (gate.num_terms < 1 || gate.num_terms > data_size / mat)
+        return where + ": the number of Kraus matrices must be in [1, " +
+               Str(data_size / mat) + "] (gate_data's size), got " + Str(m[3]);
+      needed = gate.num_terms * mat;
+      p->selections.push_back({gate.angle_slot, gate.num_terms, static_cast<int>(g)});
+    } else if (gate.type == kSuperoperator) {
+      if (!density)
+        return where + ": a superoperator (gate type 4) runs only in the density ops "
+               "(QkerasHybrid>Density*)";
+      if (gate.num_terms != 1 && gate.num_terms != 2)
+        return where + ": num_terms of a superoperator must be 1 (S) or 2 (S, then S^-1), got " +
+               Str(m[3]);
+      needed = gate.num_terms * mat;
     } else {
       return where + ": unknown gate type " + Str(m[0]);
     }
+    if (gate.type >= kSelection) {
+      if (blk.num_gates != 1)
+        return where + ": a gate of type " + Str(m[0]) + " must be alone in its block (block " +
+               Str(owner[g]) + " has " + Str(blk.num_gates) + " gates)";
+      p->blocks[owner[g]].special = true;
+    }
+    if (blk.k > kMaxBlockQubits && gate.type != kSuperoperator)
+      return where + ": only a superoperator (gate type 4) may act on 4 qubits";
     if (gate.data_offset < 0 || gate.data_offset + needed > data_size)
       return where + ": data range [" + Str(m[2]) + ", " +
              Str(gate.data_offset + needed) + ") is outside gate_data of size " +
@@ -333,8 +472,10 @@ std::string DecodeProgram(int64_t num_qubits, const int32_t* block_meta,
 
   p->num_observables = static_cast<int>(num_observables);
   p->terms_per_observable = static_cast<int>(terms_per_observable);
-  const uint64_t full = num_qubits >= 64 ? ~uint64_t{0}
-                                         : (uint64_t{1} << num_qubits) - 1;
+  // A density program's observables act on its n = num_qubits / 2 physical qubits.
+  const int64_t measured_qubits = density ? num_qubits / 2 : num_qubits;
+  const uint64_t full = measured_qubits >= 64 ? ~uint64_t{0}
+                                              : (uint64_t{1} << measured_qubits) - 1;
   for (int64_t o = 0; o < num_observables; ++o) {
     for (int64_t t = 0; t < terms_per_observable; ++t) {
       const int64_t i = o * terms_per_observable + t;
@@ -347,8 +488,10 @@ std::string DecodeProgram(int64_t num_qubits, const int32_t* block_meta,
       if (xm < 0 || zm < 0 || (static_cast<uint64_t>(xm) & ~full) ||
           (static_cast<uint64_t>(zm) & ~full))
         return where + ": mask (" + Str(xm) + ", " + Str(zm) +
-               ") acts on a qubit outside the " + Str(num_qubits) +
-               "-qubit register";
+               ") acts on a qubit outside the " + Str(measured_qubits) +
+               (density ? "-qubit physical register (a density program's observables act on "
+                          "qubits below num_qubits / 2)"
+                        : "-qubit register");
       if (c == 0.0) continue;
       typename Program<FP>::Term term;
       term.observable = static_cast<int>(o);
@@ -363,9 +506,13 @@ std::string DecodeProgram(int64_t num_qubits, const int32_t* block_meta,
   p->real_state = true;
   for (const Block& blk : p->blocks)
     if (blk.kind != kRealDense && blk.kind != kRealDiagonal) p->real_state = false;
-  for (const auto* terms : {&p->diagonal_terms, &p->offdiagonal_terms})
-    for (const auto& term : *terms)
-      if (term.y_phase % 2 != 0) p->real_state = false;
+  // tr(O rho) of a real rho is real whatever the Paulis: only pure states
+  // need real terms.
+  if (!density)
+    for (const auto* terms : {&p->diagonal_terms, &p->offdiagonal_terms})
+      for (const auto& term : *terms)
+        if (term.y_phase % 2 != 0) p->real_state = false;
+  ChooseRestores(gate_data, p);
   return "";
 }
 

@@ -127,7 +127,7 @@ class Simulator {
     gate_im_.resize(off);
     for (size_t g = 0; g < p_.gates.size(); ++g) {  // constants: once
       const Gate& gate = p_.gates[g];
-      if (gate.type != kConstant) continue;
+      if (gate.type != kConstant && gate.type != kSuperoperator) continue;
       const int n = p_.blocks[gate.block].dim * p_.blocks[gate.block].dim;
       const FP* d = p_.data.data() + gate.data_offset;
       for (int e = 0; e < n; ++e)
@@ -152,13 +152,29 @@ class Simulator {
       if (!single && !constant) variable_blocks_.push_back(static_cast<int>(b));
       if (!single && constant) MultiplyBlock(b);
     }
+    // The inverses of the superoperators the adjoint pass un-applies by them.
+    for (size_t b = 0; b < p_.blocks.size(); ++b) {
+      const Block& blk = p_.blocks[b];
+      inverse_offset_.push_back(static_cast<int64_t>(inverse_re_.size()));
+      if (blk.restore != kRestoreInverse) continue;
+      const int n = blk.dim * blk.dim;
+      const FP* d = p_.data.data() + p_.gates[blk.first_gate].data_offset + 2 * n;
+      for (int e = 0; e < n; ++e)
+        for (int s = 0; s < W; ++s) {
+          inverse_re_.push_back(d[2 * e]);
+          inverse_im_.push_back(d[2 * e + 1]);
+        }
+    }
   }
 
   // Bytes of the buffers a Simulator allocates: state and co-state, and the
   // matrices of every gate and block (a program may have millions).
-  static double BytesPerInstance(const Program<FP>& program) {
+  // With `checkpoints` (an adjoint pass), also the states saved at the
+  // blocks restored from checkpoints.
+  static double BytesPerInstance(const Program<FP>& program, bool checkpoints = false) {
+    const double states = 4.0 + (checkpoints ? 2.0 * program.num_checkpoints : 0.0);
     return W * static_cast<double>(sizeof(FP)) *
-           (4.0 * std::ldexp(1.0, program.num_qubits) + 2.0 * program.matrix_entries);
+           (states * std::ldexp(1.0, program.num_qubits) + 2.0 * program.matrix_entries);
   }
 
   // Expectations of `lanes` <= W samples: row s of angles (stride
@@ -181,7 +197,7 @@ class Simulator {
                 const FP* upstream, double* d_angles, int num_chunks,
                 const ParallelChunks& parallel, const FP* initial = nullptr,
                 FP* d_initial = nullptr) {
-    Forward(angles, angle_stride, lanes, num_chunks, parallel, initial);
+    Forward(angles, angle_stride, lanes, num_chunks, parallel, initial, /*checkpoints=*/true);
     Backward(upstream, d_angles, angle_stride, lanes, num_chunks, parallel);
     if (d_initial == nullptr) return;
     // The co-state is now A psi with A = U^dagger O U, and
@@ -224,6 +240,8 @@ class Simulator {
                               int64_t angle_stride, int lanes,
                               const FP* upstream, double* d_angles,
                               int num_chunks, const ParallelChunks& parallel) {
+    if (p_.num_checkpoints > 0)  // the checkpoints come from a forward sweep only
+      return Gradient(angles, angle_stride, lanes, upstream, d_angles, num_chunks, parallel);
     EnsureState(&sr_, &si_);
     real_state_ = p_.real_state;
     ToLanes(final, lanes, FP{1}, &sr_, &si_);
@@ -244,13 +262,52 @@ class Simulator {
                            const ParallelChunks& parallel) {
     EnsureState(&sr_, &si_);
     EnsureState(&lr_, &li_);
-    real_state_ = p_.real_state;
-    ToLanes(final, lanes, FP{1}, &sr_, &si_);
+    if (p_.num_checkpoints > 0) {  // the checkpoints come from a forward sweep only
+      Forward(angles, angle_stride, lanes, num_chunks, parallel, nullptr, /*checkpoints=*/true);
+    } else {
+      real_state_ = p_.real_state;
+      ToLanes(final, lanes, FP{1}, &sr_, &si_);
+      BuildMatrices(angles, angle_stride, lanes);
+    }
     // A real circuit's derivatives of a real state are real: only the
     // co-state's real part counts (ToLanes drops the rest), and the sweep
     // keeps it real.
     ToLanes(costate, lanes, scale, &lr_, &li_);
-    BuildMatrices(angles, angle_stride, lanes);
+    BackwardSweep(d_angles, angle_stride, lanes, num_chunks, parallel);
+  }
+
+  // ---- The parts of a sweep, for density programs (density.h) ----
+
+  // The forward sweep from |0...0> (for a density program, vec(|0><0|)); with
+  // `checkpoints`, saves the states the adjoint pass restores from.
+  void ForwardSweep(const FP* angles, int64_t angle_stride, int lanes, int num_chunks,
+                    const ParallelChunks& parallel, bool checkpoints) {
+    Forward(angles, angle_stride, lanes, num_chunks, parallel, nullptr, checkpoints);
+  }
+  // The state and the co-state, lanes interleaved (amplitude x of lane s at
+  // x * W + s), real and imaginary parts apart. When real_state(), the
+  // imaginary parts are zero and the sweeps neither read nor write them.
+  FP* StateRe() { return sr_.data(); }
+  FP* StateIm() { return si_.data(); }
+  FP* CostateRe() { return lr_.data(); }
+  FP* CostateIm() { return li_.data(); }
+  bool real_state() const { return real_state_; }
+  // Allocates the co-state (zeros), to be filled before BackwardSweep.
+  void ZeroCostate(int num_chunks, const ParallelChunks& parallel) {
+    EnsureState(&lr_, &li_);
+    auto zero = [&](int chunk) {
+      uint64_t x0, x1;
+      ChunkRange(size_ * W, num_chunks, chunk, &x0, &x1);
+      std::fill(lr_.begin() + x0, lr_.begin() + x1, FP{0});
+      std::fill(li_.begin() + x0, li_.begin() + x1, FP{0});
+    };
+    if (num_chunks == 1) zero(0); else parallel(num_chunks, zero);
+  }
+  // The adjoint pass after ForwardSweep(..., checkpoints = true), from the
+  // co-state lambda at the end: d_angles[s][a] += 2 Re <lambda_s| d v_s /
+  // d angles[s][a]>, v_s the final vector.
+  void BackwardSweep(double* d_angles, int64_t angle_stride, int lanes, int num_chunks,
+                     const ParallelChunks& parallel) {
     for (int b = static_cast<int>(p_.blocks.size()) - 1; b >= 0; --b)
       BackwardBlock(b, d_angles, angle_stride, lanes, num_chunks, parallel);
   }
@@ -292,8 +349,7 @@ class Simulator {
   void Backward(const FP* upstream, double* d_angles, int64_t angle_stride,
                 int lanes, int num_chunks, const ParallelChunks& parallel) {
     ApplyObservables(upstream, lanes, num_chunks, parallel);
-    for (int b = static_cast<int>(p_.blocks.size()) - 1; b >= 0; --b)
-      BackwardBlock(b, d_angles, angle_stride, lanes, num_chunks, parallel);
+    BackwardSweep(d_angles, angle_stride, lanes, num_chunks, parallel);
   }
   template <bool V>
   using Bool = std::integral_constant<bool, V>;
@@ -332,6 +388,23 @@ class Simulator {
         const FP* v = values_.data() + c->value * W;
         AddScaled(c->re, v, ur + c->entry * W);
         if (c->im != 0) AddScaled(c->im, v, ui + c->entry * W);
+      }
+    }
+    // Kraus selections: each lane's matrix is option k = its angle value
+    // (validated by the op to be an integer in [0, count)).
+    for (const auto& selection : p_.selections) {
+      const Gate& gate = p_.gates[selection.gate];
+      const int n = p_.blocks[gate.block].dim * p_.blocks[gate.block].dim;
+      FP* ur = gate_re_.data() + gate_offset_[selection.gate];
+      FP* ui = gate_im_.data() + gate_offset_[selection.gate];
+      for (int s = 0; s < W; ++s) {  // padding lanes repeat lane 0
+        const int64_t k = static_cast<int64_t>(
+            angles[(s < lanes ? s : 0) * angle_stride + selection.slot]);
+        const FP* d = p_.data.data() + gate.data_offset + k * 2 * n;
+        for (int e = 0; e < n; ++e) {
+          ur[e * W + s] = d[2 * e];
+          ui[e * W + s] = d[2 * e + 1];
+        }
       }
     }
     for (int b : variable_blocks_) MultiplyBlock(b);
@@ -419,13 +492,17 @@ class Simulator {
 
   // Calls f(K, diagonal, real, imag) with the block's kernel parameters as
   // compile-time constants; imag is false when the whole state stays real.
-  template <typename F>
+  // K <= kMaxK: 3 for unitary blocks, 4 where superoperators may come.
+  template <int kMaxK = kMaxBlockQubits, typename F>
   void Dispatch(const Block& blk, F&& f) const {
     auto with_k = [&](auto diagonal, auto real, auto imag) {
       switch (blk.k) {
         case 1: return f(Int<1>{}, diagonal, real, imag);
         case 2: return f(Int<2>{}, diagonal, real, imag);
-        default: return f(Int<3>{}, diagonal, real, imag);
+        case 3: return f(Int<3>{}, diagonal, real, imag);
+        default:
+          if constexpr (kMaxK >= 4) return f(Int<4>{}, diagonal, real, imag);
+          else return f(Int<3>{}, diagonal, real, imag);
       }
     };
     const bool real = blk.kind == kRealDense || blk.kind == kRealDiagonal;
@@ -440,7 +517,7 @@ class Simulator {
 
   void Forward(const FP* angles, int64_t angle_stride, int lanes,
                int num_chunks, const ParallelChunks& parallel,
-               const FP* initial) {
+               const FP* initial, bool checkpoints = false) {
     EnsureState(&sr_, &si_);
     real_state_ = p_.real_state;
     if (initial == nullptr) {
@@ -458,8 +535,13 @@ class Simulator {
       }
     }
     BuildMatrices(angles, angle_stride, lanes);
+    if (checkpoints && p_.num_checkpoints > 0)
+      checkpoints_.resize(static_cast<size_t>(p_.num_checkpoints) * 2 * size_ * W);
     for (size_t b = 0; b < p_.blocks.size(); ++b) {
       const Block& blk = p_.blocks[b];
+      if (checkpoints && blk.restore == kRestoreCheckpoint)
+        CopyState(sr_.data(), si_.data(), Checkpoint(blk), Checkpoint(blk) + size_ * W,
+                  num_chunks, parallel);
       auto run = [&](int chunk) {
         uint64_t g0, g1;
         ChunkRange(size_ >> blk.k, num_chunks, chunk, &g0, &g1);
@@ -471,12 +553,65 @@ class Simulator {
 
   // Applies block b to groups [g0, g1) of v's state.
   void ForwardKernel(const Block& blk, int b, const Vectors& v, uint64_t g0, uint64_t g1) {
-    Dispatch(blk, [&](auto k, auto diagonal, auto real, auto imag) {
+    ApplyMatrix(blk, block_mr_[b], block_mi_[b], v.sr, v.si, g0, g1);
+  }
+
+  // (re, im) <- M (re, im) on groups [g0, g1), M a matrix of the block's
+  // shape and kind (per lane).
+  void ApplyMatrix(const Block& blk, const FP* mr, const FP* mi, FP* re, FP* im, uint64_t g0,
+                   uint64_t g1) {
+    Dispatch<kMaxSuperBlockQubits>(blk, [&](auto k, auto diagonal, auto real, auto imag) {
       if constexpr (diagonal)
-        ForwardDiagonal<k, imag>(blk, block_mr_[b], block_mi_[b], v.sr, v.si, g0, g1);
+        ForwardDiagonal<k, imag>(blk, mr, mi, re, im, g0, g1);
       else
-        ApplyDense<k, real, imag>(blk, block_mr_[b], block_mi_[b], v.sr, v.si, g0, g1);
+        ApplyDense<k, real, imag>(blk, mr, mi, re, im, g0, g1);
     });
+  }
+
+  FP* Checkpoint(const Block& blk) {
+    return checkpoints_.data() + static_cast<size_t>(blk.checkpoint) * 2 * size_ * W;
+  }
+
+  // Copies a state (re, im; size_ * W values each), in chunks.
+  void CopyState(const FP* re, const FP* im, FP* out_re, FP* out_im, int num_chunks,
+                 const ParallelChunks& parallel) {
+    auto copy = [&](int chunk) {
+      uint64_t x0, x1;
+      ChunkRange(size_ * W, num_chunks, chunk, &x0, &x1);
+      std::copy(re + x0, re + x1, out_re + x0);
+      if (!real_state_) std::copy(im + x0, im + x1, out_im + x0);
+    };
+    if (num_chunks == 1) copy(0); else parallel(num_chunks, copy);
+  }
+
+  // The adjoint pass through a non-unitary block: lambda <- M^dagger lambda,
+  // and the state before the block from its inverse or its checkpoint.
+  void BackwardNonUnitary(int b, int num_chunks, const ParallelChunks& parallel) {
+    const Block& blk = p_.blocks[b];
+    const int dim = blk.dim;
+    adjoint_re_.resize(dim * dim * W);
+    adjoint_im_.resize(dim * dim * W);
+    const FP* mr = block_mr_[b];
+    const FP* mi = block_mi_[b];
+    for (int i = 0; i < dim; ++i)
+      for (int j = 0; j < dim; ++j)
+        for (int s = 0; s < W; ++s) {
+          adjoint_re_[(i * dim + j) * W + s] = mr[(j * dim + i) * W + s];
+          adjoint_im_[(i * dim + j) * W + s] = -mi[(j * dim + i) * W + s];
+        }
+    auto run = [&](int chunk) {
+      uint64_t g0, g1;
+      ChunkRange(size_ >> blk.k, num_chunks, chunk, &g0, &g1);
+      ApplyMatrix(blk, adjoint_re_.data(), adjoint_im_.data(), lr_.data(), li_.data(), g0, g1);
+      if (blk.restore == kRestoreInverse)
+        ApplyMatrix(blk, inverse_re_.data() + inverse_offset_[b],
+                    inverse_im_.data() + inverse_offset_[b], sr_.data(), si_.data(), g0, g1);
+    };
+    if (num_chunks == 1) run(0); else parallel(num_chunks, run);
+    if (blk.restore == kRestoreCheckpoint) {
+      const FP* saved = Checkpoint(blk);
+      CopyState(saved, saved + size_ * W, sr_.data(), si_.data(), num_chunks, parallel);
+    }
   }
 
   // v <- M v on every group of (re, im); kReal: M has no imaginary part;
@@ -763,6 +898,7 @@ class Simulator {
   void BackwardBlock(int b, double* d_angles, int64_t angle_stride, int lanes,
                      int num_chunks, const ParallelChunks& parallel) {
     const Block& blk = p_.blocks[b];
+    if (blk.restore != kRestoreAdjoint) return BackwardNonUnitary(b, num_chunks, parallel);
     const int rsize = (IsDiagonal(blk) ? blk.dim : blk.dim * blk.dim) * W;
     std::vector<FP>& pr = r_partial_re_;
     std::vector<FP>& pi = r_partial_im_;
@@ -1087,6 +1223,10 @@ class Simulator {
 
   std::vector<uint64_t> mixed_masks_;
   FP scratch_re_[64 * W], scratch_im_[64 * W];
+  // Non-unitary blocks: the inverses (per lane, at inverse_offset_[block]),
+  // a block's adjoint, and the checkpoints of the states before them.
+  std::vector<int64_t> inverse_offset_;
+  std::vector<FP> inverse_re_, inverse_im_, adjoint_re_, adjoint_im_, checkpoints_;
 };
 
 }  // namespace qkh

@@ -244,7 +244,9 @@ struct ClaimState {
 template <typename T>
 class ExpectationOpBase : public OpKernel {
  public:
-  explicit ExpectationOpBase(OpKernelConstruction* c) : OpKernel(c) {}
+  explicit ExpectationOpBase(OpKernelConstruction* c,
+                             ProgramMode mode = ProgramMode::kPure)
+      : OpKernel(c), mode_(mode) {}
 
  protected:
   // Validates the program inputs 0..5 and the angles (input angles_input) and
@@ -265,8 +267,12 @@ class ExpectationOpBase : public OpKernel {
     };
     if (num_qubits.dims() != 0)
       return fail("num_qubits must be a scalar, got shape " + num_qubits.shape().DebugString());
-    if (block_meta.dims() != 2 || block_meta.dim_size(1) != kBlockMetaWidth)
-      return fail("block_meta must have shape [num_blocks, 7], got " +
+    const bool density = mode_ == ProgramMode::kDensity;
+    if (block_meta.dims() != 2 ||
+        (block_meta.dim_size(1) != kBlockMetaWidth &&
+         !(density && block_meta.dim_size(1) == kDensityBlockMetaWidth)))
+      return fail(std::string("block_meta must have shape [num_blocks, 7]") +
+                  (density ? " or [num_blocks, 8]" : "") + ", got " +
                   block_meta.shape().DebugString());
     if (gate_meta.dims() != 2 || gate_meta.dim_size(1) != kGateMetaWidth)
       return fail("gate_meta must have shape [num_gates, 4], got " +
@@ -299,7 +305,8 @@ class ExpectationOpBase : public OpKernel {
             block_meta.dim_size(0), gate_meta.flat<int32_t>().data(), gate_meta.dim_size(0),
             gate_data.flat<double>().data(), gate_data.NumElements(),
             masks.flat<int64_t>().data(), coeffs.flat<double>().data(), masks.dim_size(0),
-            masks.dim_size(1), num_angles, decoded.get());
+            masks.dim_size(1), num_angles, decoded.get(),
+            static_cast<int>(block_meta.dim_size(1)), mode_);
       } catch (const std::bad_alloc&) {
         c->CtxFailure(__FILE__, __LINE__, errors::ResourceExhausted(
             "out of memory decoding a program of ", gate_meta.dim_size(0), " gates"));
@@ -323,6 +330,17 @@ class ExpectationOpBase : public OpKernel {
         return fail(where + " = " + Num(v) + " times a generator eigenvalue of up to " +
                     Num(program->max_abs_eig) + " (gate_data) overflows float64");
       }
+    // A Kraus selection's slot holds the index of the matrix it applies.
+    const int64_t rows = angles.dim_size(0);
+    for (const auto& selection : program->selections)
+      for (int64_t r = 0; r < rows; ++r) {
+        const double v = static_cast<double>(a[r * num_angles + selection.slot]);
+        if (!(v >= 0 && v < selection.count && v == std::floor(v)))
+          return fail("angles" + Index2(r * num_angles + selection.slot, num_angles) + " = " +
+                      Num(v) + " selects a Kraus operator of gate_meta[" +
+                      Str(selection.gate) + "]: it must be an integer in [0, " +
+                      Str(selection.count) + ")");
+      }
     return program;
   }
 
@@ -331,16 +349,20 @@ class ExpectationOpBase : public OpKernel {
   // samples per simulator in vectorized lanes; large ones one sample per
   // simulator; a large state with a small batch puts all threads inside one
   // state vector.
+  // `checkpoints`: fn runs an adjoint pass, which keeps the checkpoints of
+  // the program's non-unitary blocks (counted in the memory check).
   template <typename Fn>
   void ForEachSample(OpKernelContext* c, const Program<T>& program,
-                     int64_t batch, Fn fn) {
+                     int64_t batch, Fn fn, bool checkpoints = false) {
     if (program.num_qubits <= kWideLaneQubits && batch >= kWideBatch)
-      Run<Simulator<T, kWideLanes>>(c, program, batch, fn);
+      Run<Simulator<T, kWideLanes>>(c, program, batch, fn, checkpoints);
     else if (program.num_qubits <= kLaneQubits)
-      Run<Simulator<T, kLanes>>(c, program, batch, fn);
+      Run<Simulator<T, kLanes>>(c, program, batch, fn, checkpoints);
     else
-      Run<Simulator<T, 1>>(c, program, batch, fn);
+      Run<Simulator<T, 1>>(c, program, batch, fn, checkpoints);
   }
+
+  const ProgramMode mode_;
 
  private:
   ::tensorflow::mutex mu_;
@@ -371,20 +393,32 @@ class ExpectationOpBase : public OpKernel {
   CachedProgram cached_ TF_GUARDED_BY(mu_);
 
   template <typename Sim, typename Fn>
-  void Run(OpKernelContext* c, const Program<T>& program, int64_t batch, Fn fn) {
+  void Run(OpKernelContext* c, const Program<T>& program, int64_t batch, Fn fn,
+           bool checkpoints) {
     constexpr int W = Sim::kLanes;
     auto* pool = c->device()->tensorflow_cpu_worker_threads()->workers;
     const int threads = std::max(1, pool->NumThreads());
     const int64_t units = batch / W + (batch % W != 0);  // groups of W samples
     const bool intra = program.num_qubits >= kIntraStateQubits && units < 2 * threads;
-    const double per_sim = Sim::BytesPerInstance(program);
+    const double per_sim = Sim::BytesPerInstance(program, checkpoints);
     const double sims = intra ? 1 : std::min<double>(threads, units);
     if (per_sim * sims > 0.8 * PhysicalMemoryBytes()) {
+      const bool density = program.mode == ProgramMode::kDensity;
+      const std::string kept =
+          checkpoints && program.num_checkpoints > 0
+              ? ", and " + std::to_string(program.num_checkpoints) +
+                    " checkpoints of the state that the adjoint pass restores non-unitary "
+                    "blocks from,"
+              : ",";
       c->CtxFailure(__FILE__, __LINE__, errors::ResourceExhausted(
-          "simulating " + std::to_string(program.num_qubits) + " qubits (" +
-          std::to_string(program.gates.size()) + " gates) needs " +
-          Num(per_sim * sims / (1 << 30)) +
-          " GiB of state vectors and gate matrices, more than this machine's memory allows"));
+          "simulating " +
+          (density ? "a density matrix of " + std::to_string(program.num_qubits / 2) +
+                         " qubits (a vector on " + std::to_string(program.num_qubits) + ")"
+                   : std::to_string(program.num_qubits) + " qubits") +
+          " (" + std::to_string(program.gates.size()) + " gates) needs " +
+          Num(per_sim * sims / (1 << 30)) + " GiB of state vectors and gate matrices" + kept +
+          " more than this machine's memory allows" +
+          (density ? "; simulate trajectories instead" : "")));
       return;
     }
     auto lanes_of = [batch](int64_t u) {

@@ -5,86 +5,9 @@
 #include <string>
 #include <vector>
 
-#include "../simulator/measure.h"
-#include "common.h"
+#include "measure_common.h"
 
 namespace qkh {
-
-// The measured qubits (input `index`): 1..n distinct register indices.
-static bool ValidateQubits(OpKernelContext* c, int index, int num_qubits, std::vector<int>* out) {
-  const Tensor& t = c->input(index);
-  auto fail = [c](const std::string& msg) {
-    c->CtxFailure(__FILE__, __LINE__, errors::InvalidArgument(msg));
-    return false;
-  };
-  if (t.dims() != 1 || t.NumElements() < 1 || t.NumElements() > num_qubits)
-    return fail("qubits must be a vector of 1 to num_qubits = " + std::to_string(num_qubits) +
-                " distinct register indices, got shape " + t.shape().DebugString());
-  const auto q = t.flat<int32_t>();
-  out->clear();
-  for (int64_t j = 0; j < t.NumElements(); ++j) {
-    if (q(j) < 0 || q(j) >= num_qubits)
-      return fail("qubits[" + std::to_string(j) + "] = " + std::to_string(q(j)) +
-                  " is out of range [0, " + std::to_string(num_qubits) + ")");
-    for (int64_t i = 0; i < j; ++i)
-      if (q(i) == q(j))
-        return fail("qubits[" + std::to_string(j) + "] = " + std::to_string(q(j)) +
-                    " repeats qubits[" + std::to_string(i) + "]: measured qubits must be distinct");
-    out->push_back(q(j));
-  }
-  return true;
-}
-
-// shots (input `index`): a positive int32 scalar.
-static bool ValidateShots(OpKernelContext* c, int index, int32_t* shots) {
-  const Tensor& t = c->input(index);
-  if (t.dims() != 0) {
-    c->CtxFailure(__FILE__, __LINE__, errors::InvalidArgument(
-        "shots must be a scalar, got shape ", t.shape().DebugString()));
-    return false;
-  }
-  *shots = t.scalar<int32_t>()();
-  if (*shots <= 0) {
-    c->CtxFailure(__FILE__, __LINE__, errors::InvalidArgument(
-        "shots must be positive, got ", *shots));
-    return false;
-  }
-  return true;
-}
-
-// seed (input `index`): int64 [2], the key of the random stream.
-static bool ValidateSeed(OpKernelContext* c, int index, Philox4x32* generator) {
-  const Tensor& t = c->input(index);
-  if (t.dims() != 1 || t.dim_size(0) != 2) {
-    c->CtxFailure(__FILE__, __LINE__, errors::InvalidArgument(
-        "seed must have shape [2] (int64), got ", t.shape().DebugString()));
-    return false;
-  }
-  const auto s = t.flat<int64_t>();
-  *generator = Philox4x32::FromSeed(static_cast<uint64_t>(s(0)), static_cast<uint64_t>(s(1)));
-  return true;
-}
-
-// A [batch, cols] input `name` (an upstream gradient), finite.
-template <typename T>
-static bool ValidateMatrix(OpKernelContext* c, int index, const char* name, int64_t rows,
-                           int64_t cols, const char* what) {
-  const Tensor& t = c->input(index);
-  if (t.dims() != 2 || t.dim_size(0) != rows || t.dim_size(1) != cols) {
-    c->CtxFailure(__FILE__, __LINE__, errors::InvalidArgument(
-        name, " must have shape ", ShapeString({rows, cols}), " (", what, "), got ",
-        t.shape().DebugString()));
-    return false;
-  }
-  const int64_t bad = FirstNonFinite(t.flat<T>().data(), t.NumElements());
-  if (bad >= 0) {
-    c->CtxFailure(__FILE__, __LINE__, errors::InvalidArgument(
-        name, Index2(bad, cols), " is not finite (",
-        Num(static_cast<double>(t.flat<T>()(bad))), ")"));
-    return false;
-  }
-  return true;
-}
 
 // The final states of `lanes` samples from row b, to `states`.
 template <typename T, typename Sim>
@@ -167,7 +90,7 @@ class ProbabilitiesOp : public ExpectationOpBase<T> {
         for (uint64_t m = 0; m < outcomes; ++m) row[m] = static_cast<T>(marginal[m]);
       }
     };
-    this->ForEachSample(c, program, batch, run);
+    this->ForEachSample(c, program, batch, run, /*checkpoints=*/kGrad);
     if (!c->status().ok()) return;
     const int64_t cols = kGrad ? num_angles : static_cast<int64_t>(outcomes);
     CheckResultFinite<T>(c, *out, kGrad ? "d_angles" : "probabilities",
@@ -221,7 +144,7 @@ class StateOp : public ExpectationOpBase<T> {
                         parallel);
       sim->StoreState(lanes, o + b * 2 * size);
     };
-    this->ForEachSample(c, program, batch, run);
+    this->ForEachSample(c, program, batch, run, /*checkpoints=*/kGrad);
     if (!c->status().ok()) return;
     if (kGrad)
       CheckResultFinite<T>(c, *out, "d_angles",
@@ -230,50 +153,6 @@ class StateOp : public ExpectationOpBase<T> {
       CheckResultFinite<T>(c, *out, "state", [size](int64_t i) { return StateIndex(i, size); });
   }
 };
-
-// Draws shots [0, shots) of one row from the cumulative distribution cdf
-// and calls record(chunk, shot, outcome); chunks split the shots. Shot s
-// takes half s % 2 of the generator's block s / 2, whichever chunk draws it.
-// More than kGuideOutcomes outcomes are searched through a guide table
-// (BuildGuide), built in `guide`.
-constexpr uint64_t kGuideOutcomes = 64;
-template <typename Record>
-static void DrawShots(const Philox4x32& generator, int64_t row, uint32_t stream, int32_t shots,
-                      const double* cdf, uint64_t outcomes, int chunks,
-                      const ParallelChunks& parallel, std::vector<uint64_t>* guide,
-                      Record record) {
-  const bool guided = outcomes > kGuideOutcomes;
-  if (guided) {
-    guide->resize(outcomes);
-    BuildGuide(cdf, outcomes, guide->data());
-  }
-  const uint64_t* table = guided ? guide->data() : nullptr;
-  parallel(chunks, [&](int chunk) {
-    uint64_t s0, s1;
-    ChunkRange(static_cast<uint64_t>(shots), chunks, chunk, &s0, &s1);
-    constexpr int kPairs = Philox4x32::kBatchPairs;
-    double u[2 * kPairs];
-    // Pairs [p0, p1) hold shots [s0, s1); a chunk boundary may split a pair.
-    const uint64_t p1 = (s1 + 1) / 2;
-    for (uint64_t p = s0 / 2; p < p1; p += kPairs) {
-      const int count = static_cast<int>(std::min<uint64_t>(kPairs, p1 - p));
-      generator.UniformPairs(row, stream, static_cast<uint32_t>(p), count, u);
-      const uint64_t first = std::max(s0, 2 * p), last = std::min(s1, 2 * (p + count));
-      for (uint64_t s = first; s < last; ++s)
-        record(chunk, s, guided ? SampleIndexGuided(cdf, table, outcomes, u[s - 2 * p])
-                                : SampleIndex(cdf, outcomes, u[s - 2 * p]));
-    }
-  });
-}
-
-// Fails when a row's probabilities sum to zero or overflow (possible only
-// with non-unitary constant gates): nothing can be sampled from them.
-template <typename T>
-static void FailBadDistribution(OpKernelContext* c, int64_t row, double total) {
-  c->CtxFailure(__FILE__, __LINE__, errors::InvalidArgument(
-      "the final state of batch row ", row, " has total probability ", Num(total),
-      ": cannot sample from it (a non-unitary gate in gate_data?)"));
-}
 
 // Sample: inputs 0..5, 6 angles, 7 qubits, 8 shots, 9 seed ->
 // samples int32 [batch, shots, k].
@@ -355,38 +234,7 @@ class SampledExpectationOp : public ExpectationOpBase<T> {
     Tensor* out = AllocateOutput<T>(c, 0, "expectations", {batch, num_obs});
     if (out == nullptr || out->NumElements() == 0) return;
 
-    // Identity terms are exact; the others are grouped into settings.
-    std::vector<const typename Program<T>::Term*> terms;
-    std::vector<uint64_t> xs, zs;
-    std::vector<double> exact(num_obs, 0.0);
-    for (const auto* list : {&program.diagonal_terms, &program.offdiagonal_terms})
-      for (const auto& term : *list) {
-        if (term.x_mask == 0 && term.z_mask == 0) {
-          exact[term.observable] += term.coeff;
-          continue;
-        }
-        terms.push_back(&term);
-        xs.push_back(term.x_mask);
-        zs.push_back(term.z_mask);
-      }
-    const std::vector<PauliGroup> groups = GroupQubitWise(xs, zs);
-    // Per group: the gather of its measured qubits (ascending, bit j = j-th
-    // qubit) and each term's support among them.
-    std::vector<BitGather> gathers;
-    std::vector<std::vector<uint64_t>> local_masks(groups.size());
-    std::vector<int> group_qubits_count;
-    for (size_t g = 0; g < groups.size(); ++g) {
-      std::vector<int> qs, positions;
-      const uint64_t support = groups[g].x_mask | groups[g].z_mask;
-      for (int q = 0; q < program.num_qubits; ++q)
-        if (support >> q & 1) {
-          positions.push_back(static_cast<int>(qs.size()));
-          qs.push_back(q);
-        }
-      gathers.emplace_back(program.num_qubits, qs, positions);
-      for (int t : groups[g].terms) local_masks[g].push_back(gathers[g](xs[t] | zs[t]));
-      group_qubits_count.push_back(static_cast<int>(qs.size()));
-    }
+    const MeasurementSettings<T> settings(program, program.num_qubits);
     const uint64_t size = uint64_t{1} << program.num_qubits;
     const T* a = angles.flat<T>().data();
     T* o = out->flat<T>().data();
@@ -402,19 +250,20 @@ class SampledExpectationOp : public ExpectationOpBase<T> {
       sums.resize(num_obs);
       for (int s = 0; s < lanes; ++s) {
         const int64_t row = b + s;
-        std::copy(exact.begin(), exact.end(), sums.begin());
-        for (size_t g = 0; g < groups.size(); ++g) {
+        std::copy(settings.exact.begin(), settings.exact.end(), sums.begin());
+        for (size_t g = 0; g < settings.groups.size(); ++g) {
           const T* psi = states.data() + s * 2 * size;
-          if (groups[g].x_mask != 0) {
+          const PauliGroup& group = settings.groups[g];
+          if (group.x_mask != 0) {
             rotated.assign(psi, psi + 2 * size);
-            RotateToBasis(rotated.data(), program.num_qubits, groups[g].x_mask, groups[g].z_mask,
+            RotateToBasis(rotated.data(), program.num_qubits, group.x_mask, group.z_mask,
                           chunks, parallel);
             psi = rotated.data();
           }
-          const uint64_t outcomes = uint64_t{1} << group_qubits_count[g];
+          const uint64_t outcomes = uint64_t{1} << settings.qubits[g].size();
           cdf.resize(outcomes);
-          MarginalProbabilities(psi, size, gathers[g], cdf.data(), outcomes, chunks, parallel,
-                                &scratch);
+          MarginalProbabilities(psi, size, settings.gathers[g], cdf.data(), outcomes, chunks,
+                                parallel, &scratch);
           CumulativeSum(cdf.data(), outcomes);
           const double total = cdf[outcomes - 1];
           if (!(total > 0 && std::isfinite(total))) {
@@ -422,39 +271,8 @@ class SampledExpectationOp : public ExpectationOpBase<T> {
             bad_row.Offer(row);
             break;
           }
-          const std::vector<uint64_t>& masks = local_masks[g];
-          const size_t nt = masks.size();
-          // Few outcomes: a histogram of the shots, then each term's parity
-          // per outcome; else each term's parity per shot.
-          const bool histogram = outcomes <= static_cast<uint64_t>(shots);
-          const size_t width = histogram ? outcomes : nt;
-          counts.assign(chunks * width, 0);
-          // A pointer, not the thread_local: chunks may run on other threads.
-          int64_t* chunk_counts = counts.data();
-          // Stream g + 1: Sample uses stream 0.
-          DrawShots(generator, row, static_cast<uint32_t>(g + 1), shots, cdf.data(), outcomes,
-                    chunks, parallel, &guide, [&](int chunk, uint64_t, uint64_t m) {
-                      int64_t* count = chunk_counts + chunk * width;
-                      if (histogram) {
-                        ++count[m];
-                        return;
-                      }
-                      for (size_t t = 0; t < nt; ++t) count[t] += __builtin_parityll(m & masks[t]);
-                    });
-          for (int chunk = 1; chunk < chunks; ++chunk)
-            for (size_t i = 0; i < width; ++i) counts[i] += counts[chunk * width + i];
-          for (size_t t = 0; t < nt; ++t) {
-            int64_t n_odd = 0;
-            if (histogram) {
-              for (uint64_t m = 0; m < outcomes; ++m)
-                if (__builtin_parityll(m & masks[t])) n_odd += counts[m];
-            } else {
-              n_odd = counts[t];
-            }
-            const auto* term = terms[groups[g].terms[t]];
-            sums[term->observable] +=
-                static_cast<double>(term->coeff) * (1.0 - 2.0 * static_cast<double>(n_odd) / shots);
-          }
+          settings.EstimateGroup(g, generator, row, shots, cdf.data(), chunks, parallel, &guide,
+                                 &counts, sums.data());
         }
         for (int i = 0; i < num_obs; ++i) o[row * num_obs + i] = static_cast<T>(sums[i]);
       }
