@@ -223,17 +223,21 @@ def plot_landscapes(landscapes, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(landscapes), figsize=(5.2 * len(landscapes), 4.3), squeeze=False)
-    for ax, (name, entry) in zip(axes[0], landscapes.items()):
+    columns = min(len(landscapes), 2)
+    rows = math.ceil(len(landscapes) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.6 * columns, 4.4 * rows), squeeze=False)
+    for ax in axes.flat[len(landscapes):]:
+        ax.set_visible(False)
+    for ax, (name, entry) in zip(axes.flat, landscapes.items()):
         image = ax.contourf(entry["gamma"], entry["beta"], np.asarray(entry["ratio"]).T, levels=30, cmap="viridis")
         fig.colorbar(image, ax=ax, label="<C> / C_max")
-        for label, (g, b), marker, color in (
-            ("trained, exact", entry["trained_exact"], "*", "red"),
-            ("trained, 1000 shots", entry["trained_shots"], "X", "white"),
-            ("start (ramp)", entry["start"], "o", "orange"),
+        for label, (g, b), marker, color, size in (
+            ("start (ramp)", entry["start"], "o", "orange", 11),
+            (f"trained, {entry['shots']} shots", entry["trained_shots"], "X", "white", 15),
+            ("trained, exact", entry["trained_exact"], "*", "red", 11),
         ):
             if g is not None:
-                ax.plot(g, b, marker, color=color, markersize=12, markeredgecolor="black", label=label)
+                ax.plot(g, b, marker, color=color, markersize=size, markeredgecolor="black", label=label)
         ax.set_xlabel("gamma")
         ax.set_ylabel("beta")
         ax.set_title(f"p = 1 landscape, {name}")
@@ -326,7 +330,7 @@ def main(argv=None):
                                             float(beta[np.argmax(grid) % len(beta)])],
                             "trained_exact": trained_p1.get("exact", (None, None)),
                             "trained_shots": trained_p1.get("shots", (None, None)),
-                            "start": tuple(ramp_angles(1))}
+                            "start": tuple(ramp_angles(1)), "shots": args.shots}
         print(f"{name}: p = 1 landscape max on the {args.grid}x{args.grid} grid: "
               f"{landscapes[name]['grid_max_ratio']:.4f} at (gamma, beta) = "
               f"({landscapes[name]['grid_argmax'][0]:.3f}, {landscapes[name]['grid_argmax'][1]:.3f})")

@@ -36,7 +36,7 @@ molecular ground states; their fidelities are shown as curves, not numbers):
   controlled Ry rotations), whose inputs are the amplitudes.
 * Encoder: the library's `hardware_efficient` template (layers of Ry on
   every qubit then a CNOT chain), which keeps states real; `--depth` layers
-  (14 by default, 84 angles for n = 6; 6 layers for n = 4). Trash qubits:
+  (20 by default, 120 angles for n = 6; 6 layers for n = 4). Trash qubits:
   the last k of the chain; n = 6 -> 3 qubits by default.
 * Training: Adam, learning rate 0.05 with cosine decay to 1/50 of it,
   batches of 8 states, 4000 steps (200 epochs of 20 steps); weights start
@@ -44,13 +44,16 @@ molecular ground states; their fidelities are shown as curves, not numbers):
 * Reference: no encoder can beat the optimal linear compression: the mean
   trash fidelity of a set of states is at most the sum of the 2^(n-k)
   largest eigenvalues of their mean density matrix (Ky Fan's maximum
-  principle). Both bounds (training and test set) are reported.
+  principle). Both bounds (training and test set) are reported. For these
+  symmetric states (translation, reflection, spin flip) both are 1 to
+  within 1e-8 for 4 -> 2 and 6 -> 3 qubits: lossless compression exists,
+  and the question is whether training finds it.
 
 Writes runs/quantum_autoencoder/metrics.json and fidelity.png (fidelity over
 training; per-field trash and reconstruction fidelities on the test fields).
 
     python examples/quantum_autoencoder.py            # 6 -> 3 qubits, 4000 steps
-    python examples/quantum_autoencoder.py --quick    # 4 -> 2 qubits, 600 steps
+    python examples/quantum_autoencoder.py --quick    # 4 -> 2 qubits, 400 steps
 """
 
 import argparse
@@ -156,7 +159,7 @@ def plot(history, initial, results, path):
         start = initial["train" if key == "loss" else "test"]
         infidelity = np.maximum(1.0 - np.array([start] + list(history[key])), 1e-7)
         left.semilogy(steps, infidelity, style, label=label)
-    floor = 1.0 - results["optimal_trash_fidelity_test"]
+    floor = max(1.0 - results["optimal_trash_fidelity_test"], 0.0)
     left.axhline(max(floor, 1e-7), color="gray", lw=0.8, ls=":",
                  label=f"optimal linear compression, test (1 - F = {floor:.1e})")
     left.set_xlabel("optimizer step")
@@ -184,7 +187,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--qubits", type=int, default=6, help="qubits n of the states")
     parser.add_argument("--trash", type=int, default=3, help="trash qubits k (compressed into n - k)")
-    parser.add_argument("--depth", type=int, default=14, help="layers of the encoder")
+    parser.add_argument("--depth", type=int, default=20, help="layers of the encoder")
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--steps-per-epoch", type=int, default=20)
     parser.add_argument("--learning-rate", type=float, default=0.05)
@@ -192,14 +195,14 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=os.path.join("runs", "quantum_autoencoder"),
                         help="directory of metrics.json and fidelity.png")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 4 -> 2 qubits, depth 6, 600 steps")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 4 -> 2 qubits, depth 6, 400 steps")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
     if args.quick:
-        args.qubits, args.trash, args.depth, args.epochs, args.steps_per_epoch = 4, 2, 6, 15, 40
+        args.qubits, args.trash, args.depth, args.epochs, args.steps_per_epoch = 4, 2, 6, 10, 40
     n, k = args.qubits, args.trash
     if not 1 <= k < n:
         raise ValueError(f"--trash must be in [1, {n - 1}] for {n} qubits, got {k}")

@@ -53,7 +53,7 @@ def test_quick_run_prints_and_writes_its_outputs(quick_run):
     assert (out / "fidelity.png").stat().st_size > 10_000
     assert metrics["qubits"] == 4 and metrics["latent_qubits"] == 2 and len(metrics["test_fields"]) == 15
     history = metrics["history"]
-    assert len(history["train_trash_fidelity"]) == len(history["test_trash_fidelity"]) == 15
+    assert len(history["train_trash_fidelity"]) == len(history["test_trash_fidelity"]) == 10
 
 
 def test_training_compresses_held_out_states(quick_run):
