@@ -362,7 +362,8 @@ def plot_paper(results, out_dir):
         ax_train.set(xlabel="iteration", ylabel="training loss (MSE)", yscale="log",
                      title=f"{num_labels} labels: training loss, mean +- std of {len(runs)} runs")
         ax_test.set(xlabel="iteration", ylabel="test loss (MSE)", yscale="log", title=f"{num_labels} labels: test loss")
-        ax_acc.set(xlabel="iteration", ylabel="test accuracy", ylim=(0, 1.02), title=f"{num_labels} labels: test accuracy")
+        ax_acc.set(xlabel="iteration", ylabel="test accuracy", ylim=(0, 1.02),
+                   title=f"{num_labels} labels: test accuracy")
         ax_train.legend()
         fig.tight_layout()
         path = os.path.join(out_dir, f"paper_fig3_{num_labels}_labels.png")
