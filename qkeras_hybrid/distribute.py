@@ -107,6 +107,20 @@ def _wrap_maybe_symbolic_build(original):
     return _maybe_symbolic_build
 
 
+def _reduce_over_replicas(values, strategy, op):
+    """Each value of the structure averaged (op "MEAN") or summed ("SUM") over all replicas."""
+    flat = keras.tree.flatten(values)
+    dtypes = {getattr(v, "dtype", None) for v in flat}
+    if flat and len(dtypes) == 1 and dtypes.pop() in (tf.float16, tf.bfloat16, tf.float32, tf.float64):
+        # One collective for all the logs: each collective costs a round trip
+        # between the workers, as much as a whole step of a small model.
+        device = strategy.extended.worker_devices[0]
+        reduced = strategy.extended.batch_reduce_to(op, [(v, device) for v in flat])
+        local = [strategy.experimental_local_results(r)[0] for r in reduced]
+        return keras.tree.pack_sequence_as(values, local)
+    return keras.tree.map_structure(lambda v: strategy.reduce(op, v, axis=None), values)
+
+
 def _wrap_reduce_per_replica(original):
     def reduce_per_replica(values, strategy, reduction):
         # Keras reduces the step's logs (scalar metric results) across workers
@@ -118,8 +132,7 @@ def _wrap_reduce_per_replica(original):
             if reduction == "auto":
                 reduction = "mean"
             if reduction in ("mean", "sum"):
-                op = reduction.upper()
-                return keras.tree.map_structure(lambda v: strategy.reduce(op, v, axis=None), values)
+                return _reduce_over_replicas(values, strategy, reduction.upper())
         return original(values, strategy, reduction)
 
     reduce_per_replica._qkeras_hybrid_original = original

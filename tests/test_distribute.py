@@ -69,7 +69,7 @@ def dataset():
 
 
 class StepLog(keras.callbacks.Callback):
-    """Appends "epoch batch" per training step to a file; optionally SIGKILLs this process once, mid-epoch."""
+    """Appends "epoch batch loss" per training step to a file; optionally SIGKILLs this process once, mid-epoch."""
 
     def __init__(self, path, kill_marker=None):
         super().__init__()
@@ -80,7 +80,7 @@ class StepLog(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         with open(self.path, "a") as f:
-            f.write(f"{self.epoch} {batch}\n")
+            f.write(f"{self.epoch} {batch} {float(logs['loss'])!r}\n")
         if self.kill_marker and (self.epoch, batch) == KILL_AT and not os.path.exists(self.kill_marker):
             open(self.kill_marker, "w").close()
             os.kill(os.getpid(), signal.SIGKILL)
@@ -119,14 +119,17 @@ def worker_main(out, epochs, strategy_name, kill):
 def reference():
     """Weights, epoch logs, evaluation and predictions of the model trained here, one device, batch GLOBAL_BATCH."""
     model = build_model()
-    weights = {}
+    weights, batch_losses = {}, []
 
     class Snapshot(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            batch_losses.append(float(logs["loss"]))
+
         def on_epoch_end(self, epoch, logs=None):
             weights[epoch + 1] = [w.numpy() for w in self.model.weights]
 
     history = model.fit(dataset(), epochs=EPOCHS + 1, verbose=0, callbacks=[Snapshot()])
-    return {"weights": weights, "history": history.history}
+    return {"weights": weights, "history": history.history, "batch_losses": batch_losses}
 
 
 def run_workers(tmp_path, num_workers=2, epochs=EPOCHS, kill=False, max_restarts=0):
@@ -156,8 +159,14 @@ def assert_same_weights(got, expected):
         np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)
 
 
+def logged_steps(tmp_path, index):
+    """[((epoch, batch), loss)] as the worker's step log wrote them."""
+    lines = (tmp_path / f"steps-{index}.txt").read_text().splitlines()
+    return [((int(e), int(b)), float(loss)) for e, b, loss in map(str.split, lines)]
+
+
 def steps(tmp_path, index):
-    return [tuple(map(int, line.split())) for line in (tmp_path / f"steps-{index}.txt").read_text().splitlines()]
+    return [step for step, _ in logged_steps(tmp_path, index)]
 
 
 # ------------------------------------------------------------------ tests
@@ -280,6 +289,9 @@ def test_two_workers_train_like_one_worker_with_the_global_batch(tmp_path, refer
         for key in ("loss", "mae"):  # the epoch logs are the global metrics
             np.testing.assert_allclose(worker_logs["history"][key], reference["history"][key][:EPOCHS], rtol=1e-5)
         assert steps(tmp_path, index) == [(e, b) for e in range(EPOCHS) for b in range(STEPS_PER_EPOCH)]
+        # Each step's logs (the progress bar's running means) are the global ones.
+        losses = [loss for _, loss in logged_steps(tmp_path, index)]
+        np.testing.assert_allclose(losses, reference["batch_losses"][:len(losses)], rtol=1e-5)
     reference_model = build_model()
     reference_model.set_weights(reference["weights"][EPOCHS])
     np.testing.assert_allclose(predictions, reference_model.predict(data()[0], verbose=0), rtol=1e-5, atol=1e-6)
