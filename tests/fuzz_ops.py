@@ -63,6 +63,15 @@ OPS = {
     "tape_expectation_from_state": ["initial_state", "angles"],
     "tape_expectation_and_state": ["angles"],
     "tape_expectation_and_state_both": ["angles"],  # a loss of both outputs
+    # The density-matrix ops (qkeras_hybrid.ops.density) run density programs.
+    "density_expectation": ["angles"],
+    "density_expectation_adjoint_grad": ["angles", "upstream"],
+    "density_probabilities": ["angles", "qubits"],
+    "density_probabilities_adjoint_grad": ["angles", "qubits", "upstream"],
+    "density_sample": ["angles", "qubits", "shots", "seed", "readout"],
+    "density_sampled_expectation": ["angles", "shots", "seed", "readout"],
+    "tape_density_expectation": ["angles"],
+    "tape_density_probabilities": ["angles", "qubits"],
 }
 MODES = ["eager", "graph", "capture"]  # capture: a new tf.function closing over the inputs
 MODE_WEIGHTS = [0.55, 0.35, 0.10]
@@ -90,8 +99,10 @@ DTYPES = ["int8", "uint8", "int32", "int64", "float16", "float32", "float64", "b
 # ------------------------------------------------------------------ programs
 
 
-def build_pool(seed, chunk, size=10):
-    """Compiled programs of random circuits (the chunk's starting points)."""
+def build_pool(seed, chunk, size=10, noisy=6):
+    """Compiled programs of random circuits (the chunk's starting points):
+    `size` pure programs, then `noisy` programs of noisy circuits, each a
+    density program or a trajectory program (Kraus selections)."""
     import sympy
 
     import cirq
@@ -123,8 +134,53 @@ def build_pool(seed, chunk, size=10):
             continue
         program = dict(zip(PROGRAM, cc.program.as_tuple()))
         pool.append(dict(program=program, num_qubits=cc.num_qubits, num_angles=cc.num_angles,
-                         num_observables=int(program["pauli_coeffs"].shape[0])))
+                         num_observables=int(program["pauli_coeffs"].shape[0]), kind="pure",
+                         physical_qubits=cc.num_qubits, selections=[]))
+    pool.extend(_noisy_programs(rng, noisy))
     return pool
+
+
+def _noisy_programs(rng, count):
+    import sympy
+
+    import cirq
+    from conftest import random_pauli_sum
+    from qkeras_hybrid.circuits import observables as obs_lib
+    from qkeras_hybrid.circuits.angles import AngleMap
+    from qkeras_hybrid.circuits.program import (build_program, density_primitives, trajectory_choices,
+                                                trajectory_primitives)
+    from test_density_ops import lower, noisy_circuit
+
+    out = []
+    while len(out) < count:
+        n = int(rng.choice([1, 2, 3, 4, 5, 6], p=[0.15, 0.2, 0.25, 0.2, 0.1, 0.1]))
+        fused = [None, 1, 2, 3][rng.integers(4)]
+        circuit, qubits = noisy_circuit(rng, n, int(rng.integers(1, 2 * n + 4)), int(rng.integers(1, 5)),
+                                        sympy.symbols("a b c d"))
+        used = sorted(cirq.parameter_symbols(circuit), key=str)
+        index_of = {q: i for i, q in enumerate(qubits)}
+        terms = [obs_lib.cirq_terms(random_pauli_sum(rng, qubits), index_of) for _ in range(int(rng.integers(1, 4)))]
+        primitives = lower(circuit, qubits, used)
+        try:
+            if rng.random() < 0.6:
+                kind, symbols = "density", used
+                program = build_program(2 * n, density_primitives(primitives, n), terms, used, fused)
+                selections = []
+            else:
+                kind = "pure"
+                trajectory = trajectory_primitives(primitives)
+                choices = trajectory_choices(trajectory)
+                symbols = used + [c.symbol for c in choices]
+                program = build_program(n, trajectory, terms, symbols, fused)
+                selections = [(len(used) + i, len(c.probabilities)) for i, c in enumerate(choices)]
+        except ValueError:  # max_fused_qubits smaller than a gate
+            continue
+        arrays = dict(zip(PROGRAM, program.as_tuple()))
+        out.append(dict(program=arrays, num_qubits=int(program.num_qubits),
+                        num_angles=AngleMap(program.angle_exprs, symbols).num_angles,
+                        num_observables=int(arrays["pauli_coeffs"].shape[0]), kind=kind, physical_qubits=n,
+                        selections=selections))
+    return out
 
 
 # ------------------------------------------------------------------- cases
@@ -136,6 +192,18 @@ def _valid_inputs(rng, base, op, float_dtype):
     n, num_angles, num_obs = base["num_qubits"], base["num_angles"], base["num_observables"]
     scale = float(rng.choice([1.0, 4.0, 100.0]))
     arrays["angles"] = rng.uniform(-scale, scale, size=(batch, num_angles)).astype(float_dtype)
+    for slot, count in base["selections"]:  # Kraus selections: an integer index
+        arrays["angles"][:, slot] = rng.integers(0, count, size=batch)
+    physical = base["physical_qubits"]
+    if "qubits" in OPS[op]:
+        k = int(rng.integers(1, physical + 1))
+        arrays["qubits"] = rng.permutation(physical)[:k].astype(np.int32)
+        if "upstream" in OPS[op]:
+            num_obs = 2**k  # the upstream of probabilities
+    if "shots" in OPS[op]:
+        arrays["shots"] = np.array(int(rng.integers(1, 50)), np.int32)
+        arrays["seed"] = rng.integers(-2**40, 2**40, size=2).astype(np.int64)
+        arrays["readout"] = rng.uniform(0, 0.2, size=(physical, 2)) * (rng.random() < 0.7)
     for name in ("initial_state", "final_state"):  # any unit vectors: a final state need not be U|0>
         if name in OPS[op]:
             psi = rng.normal(size=(batch, 2, 2**n))
@@ -248,8 +316,11 @@ def _mutate_dtype(rng, a):
 def make_case(pool, seed, chunk, index):
     """Case `index` of a chunk: a function of (seed, chunk, index) only."""
     rng = np.random.default_rng([seed, chunk, index])
-    base = pool[int(rng.integers(len(pool)))]
     op = list(OPS)[int(rng.integers(len(OPS)))]
+    # Mostly a program of the op's kind (density or pure), sometimes any.
+    kind = "density" if "density" in op else "pure"
+    fitting = [b for b in pool if b.get("kind", "pure") == kind] if rng.random() < 0.9 else pool
+    base = (fitting or pool)[int(rng.integers(len(fitting or pool)))]
     float_dtype = np.float32 if rng.random() < 0.5 else np.float64
     mode = MODES[int(rng.choice(len(MODES), p=MODE_WEIGHTS))]
     arrays = _valid_inputs(rng, base, op, float_dtype)
@@ -314,8 +385,11 @@ class Runner:
 
         from qkeras_hybrid import ops
 
+        from qkeras_hybrid.ops import density
+
         self.tf = tf
         self.ops = ops
+        self.density = density
         self.graph_fns = {}
 
     def _materialize(self, kind, value):
@@ -331,7 +405,8 @@ class Runner:
         return tf.constant(value)
 
     def _fn(self, op):
-        tf, ops = self.tf, self.ops
+        tf = self.tf
+        ops = self.density if "density" in op else self.ops
         if not op.startswith("tape_"):
             return getattr(ops, op)
         both = op.endswith("_both")
