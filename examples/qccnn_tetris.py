@@ -36,8 +36,8 @@ written out (`GradientTape`, `optimizer.apply_gradients`) inside one
 `tf.function`: `fit` with full batches costs ~0.1 s of per-epoch overhead,
 more than the step itself. It writes, under --out:
 
-    paper_fig3_2_labels.png, paper_fig3_5_labels.png   training loss per iteration (mean +- std over runs),
-                                                        test loss and accuracy
+    paper_fig3_2_labels.png, paper_fig3_5_labels.png   training loss per iteration (mean over runs, band:
+                                                        quartiles), mean test loss and accuracy
     paper_results.md, metrics_paper.json                loss at iterations 50..1000, iterations to 10% of the
                                                         initial loss and to 95% test accuracy, final accuracy
 
@@ -352,15 +352,16 @@ def plot_paper(results, out_dir):
             style = "-" if name.startswith("QCCNN") else "--"
             curves = np.stack([r["train_loss"] for r in runs])
             steps = np.arange(1, curves.shape[1] + 1)
-            mean, std = curves.mean(axis=0), curves.std(axis=0)
-            (line,) = ax_train.plot(steps, mean, style, label=name)
-            ax_train.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+            (line,) = ax_train.plot(steps, curves.mean(axis=0), style, label=name)
+            # Quartiles, not mean +- std: the spread of the CNNs' runs would reach below zero on the log axis.
+            low, high = np.percentile(curves, [25, 75], axis=0)
+            ax_train.fill_between(steps, low, high, color=line.get_color(), alpha=0.15)
             eval_at = runs[0]["eval_at"]
             for ax, key in ((ax_test, "test_loss"), (ax_acc, "test_accuracy")):
                 values = np.stack([r[key] for r in runs])
                 ax.plot(eval_at, values.mean(axis=0), style, color=line.get_color(), label=name)
         ax_train.set(xlabel="iteration", ylabel="training loss (MSE)", yscale="log",
-                     title=f"{num_labels} labels: training loss, mean +- std of {len(runs)} runs")
+                     title=f"{num_labels} labels: training loss, mean (quartiles) of {len(runs)} runs")
         ax_test.set(xlabel="iteration", ylabel="test loss (MSE)", yscale="log", title=f"{num_labels} labels: test loss")
         ax_acc.set(xlabel="iteration", ylabel="test accuracy", ylim=(0, 1.02),
                    title=f"{num_labels} labels: test accuracy")
