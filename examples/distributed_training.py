@@ -106,12 +106,19 @@ def train(args):
     keras.utils.set_random_seed(args.seed)
     (x_train, y_train), (x_test, y_test) = load_digits(
         hybrid_mnist.DIGITS, args.train_per_class, args.test_per_class, seed=args.seed)
+    if len(x_train) < global_batch:
+        raise SystemExit(f"{len(x_train)} training images make no global batch of {global_batch} "
+                         f"({workers} workers x --batch-size {args.batch_size}): use more images or a smaller batch")
     # The same shuffled global batches on every worker (same seed); the
-    # strategy gives each worker its share of every batch.
+    # strategy gives each worker its share of every batch. Full batches only,
+    # so every step sees the global batch.
     train_data = (tf.data.Dataset.from_tensor_slices((x_train, y_train))
                   .shuffle(len(x_train), seed=args.seed, reshuffle_each_iteration=True)
-                  .batch(global_batch))
-    test_data = tf.data.Dataset.from_tensor_slices((x_test, y_test)).batch(global_batch)
+                  .batch(global_batch, drop_remainder=True))
+    # The test set in one global batch, so that no worker gets an empty share
+    # (a last batch smaller than the number of workers would leave some with
+    # none, and Keras's Conv2D rejects an empty batch).
+    test_data = tf.data.Dataset.from_tensor_slices((x_test, y_test)).batch(len(x_test))
 
     with strategy.scope():
         model = hybrid_mnist.compile_model(hybrid_mnist.build_model(), args.learning_rate)
