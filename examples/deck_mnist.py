@@ -29,7 +29,9 @@ What the deck leaves open, and what was chosen:
   example: 10 and 20 filters of 5x5, 320 -> 50 -> linear), without its two
   dropout layers: the read-out is periodic in the angles, and dropout's change
   of activation scale between training and test moves test angles across
-  periods (with them, one seed ended at 100% training but ~80% test accuracy).
+  periods. Measured at seed 0 with 100 shots: with its Dropout2d alone, 100%
+  training but 77-85% test accuracy over 15 epochs; with both dropouts, near
+  chance after 5 epochs; with neither, 100% test accuracy from epoch 1.
 * Loss: the cross-entropy -log P(label) for both runs, so the curves share a
   scale. (The deck's panels are labelled "negative log-likelihood" and
   "cross-entropy"; PyTorch's `nll_loss` applied to probabilities, as in the
