@@ -17,7 +17,7 @@ so for the CNNs that is the same as ignoring the padded cells).
 It writes, under --out (default runs/qccnn_tetris):
 
     fig3_2_labels.png, fig3_5_labels.png   test accuracy and loss per epoch (mean +- std over seeds)
-    results.csv, results.md                final test accuracy and loss per network and task
+    results.csv, results.md, metrics.json  final test accuracy and loss per network and task
 
 and prints the table. The paper's claim to check: QCCNN reaches almost 100%
 test accuracy on both tasks, with lower loss than the CNNs.
@@ -466,10 +466,14 @@ def main(argv=None):
     rows = summary_rows(results)
     table = write_table(rows, args.epochs, args.out)
     paths = plot(results, args.out)
+    with open(os.path.join(args.out, "metrics.json"), "w") as f:
+        json.dump({"protocol": {"epochs": args.epochs, "seeds": args.seeds, "batch_size": args.batch_size,
+                                "learning_rate": args.learning_rate, "data_seed": args.data_seed},
+                   "summary": rows}, f, indent=1)
     print()
     print(table)
     print()
-    print(f"Wrote {', '.join(paths)} and results.csv / results.md in {args.out} "
+    print(f"Wrote {', '.join(paths)}, results.csv / results.md and metrics.json in {args.out} "
           f"({time.perf_counter() - start:.0f} s)")
     return rows
 
