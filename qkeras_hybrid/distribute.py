@@ -260,9 +260,7 @@ class BackupAndRestore(keras.callbacks.Callback):
         strategy = self.model.distribute_strategy
         self._worker_dir = os.path.join(self.backup_dir, f"worker-{worker_index(strategy)}")
         saved = self._saved_epochs()
-        epoch = saved[-1] if saved else 0
-        if is_multi_worker(strategy):
-            epoch = _agree_on_minimum(strategy, epoch)
+        epoch = self._agreed_epoch(strategy, saved[-1] if saved else 0)
         if epoch == 0:
             return
         if epoch not in saved:
@@ -277,6 +275,10 @@ class BackupAndRestore(keras.callbacks.Callback):
         self.model.load_weights(self._checkpoint_path(epoch))
         # How Keras's own BackupAndRestore tells `fit` where to resume.
         self.model._initial_epoch = epoch
+
+    def _agreed_epoch(self, strategy, epoch):
+        """The last epoch every worker saved, given this worker's last `epoch`."""
+        return _agree_on_minimum(strategy, epoch) if is_multi_worker(strategy) else epoch
 
     def on_epoch_end(self, epoch, logs=None):
         tf.io.gfile.makedirs(self._worker_dir)

@@ -250,9 +250,7 @@ def test_backup_and_restore_loads_the_epoch_the_workers_agree_on(tmp_path, refer
     model.fit(dataset(), epochs=3, verbose=0, callbacks=[distribute.BackupAndRestore(backup, delete_checkpoint=False)])
     assert sorted(os.listdir(backup / "worker-0")) == ["epoch-2.weights.h5", "epoch-3.weights.h5"]
     # A peer killed while saving epoch 3 has only epoch 2: everyone resumes from 2.
-    monkeypatch.setattr(distribute, "is_multi_worker", lambda strategy: True)
-    monkeypatch.setattr(distribute, "worker_index", lambda strategy: 0)
-    monkeypatch.setattr(distribute, "_agree_on_minimum", lambda strategy, value: min(value, 2))
+    monkeypatch.setattr(distribute.BackupAndRestore, "_agreed_epoch", lambda self, strategy, epoch: min(epoch, 2))
     model = build_model()
     history = model.fit(dataset(), epochs=3, verbose=0, callbacks=[distribute.BackupAndRestore(backup)])
     assert len(history.history["loss"]) == 1
