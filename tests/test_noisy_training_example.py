@@ -120,3 +120,46 @@ def test_noiseless_copy_runs_the_same_weights(example):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     x = np.random.default_rng(0).uniform(size=(3, 3, 3, 1)).astype(np.float32)
     assert not np.allclose(noisy(x).numpy(), ideal(x).numpy(), atol=1e-4)  # the noise is there
+
+
+def test_device_noise_in_both_networks_matches_aer_density_matrices(example):
+    # The same circuits on Aer's density-matrix simulator with the same NoiseModel (Aer's own semantics:
+    # errors by gate name and qubits), readout errors applied by the model's confusion matrix.
+    from qiskit import QuantumCircuit
+    from qiskit.quantum_info import DensityMatrix, SparsePauliOp
+    from qiskit_aer import AerSimulator
+
+    model, _ = example.device_noise_model(seed=7)
+    simulator = AerSimulator(method="density_matrix", noise_model=model)
+
+    def aer_density_matrix(circuit):
+        circuit.save_density_matrix()
+        return DensityMatrix(simulator.run(circuit).result().data()["density_matrix"])
+
+    # MNIST head: H, Ry(x), then the readout of device qubit 0.
+    x = np.array([[0.7], [-2.0]], np.float32)
+    head = example.build_mnist(model).get_layer("quantum_head")
+    confusion = model._local_readout_errors[(0,)].probabilities  # rows: prepared, columns: read
+    for row, value in zip(head(x).numpy(), x[:, 0]):
+        circuit = QuantumCircuit(1)
+        circuit.h(0)
+        circuit.ry(float(value), 0)
+        expected = np.real(np.diag(aer_density_matrix(circuit).data)) @ confusion
+        np.testing.assert_allclose(row, expected, atol=2e-6)
+
+    # QCCNN: one 2x2 window; pixel i (row-major) on qubit i as Ry(2 p_i), then per layer Ry(w) and CX i -> i+1.
+    conv = example.build_qccnn(2, model).get_layer("quantum_conv")
+    image = np.random.default_rng(1).uniform(size=(1, 2, 2, 1)).astype(np.float32)
+    got = conv(image).numpy().reshape(-1)
+    weights = conv.quantum_weights.numpy()  # [filters, depth, qubits]
+    for f in range(conv.filters):
+        circuit = QuantumCircuit(4)
+        for i, pixel in enumerate(image.reshape(-1)):
+            circuit.ry(2 * float(pixel), i)
+        for d in range(conv.depth):
+            for i in range(4):
+                circuit.ry(float(weights[f, d, i]), i)
+            for i in range(3):
+                circuit.cx(i, i + 1)
+        expected = aer_density_matrix(circuit).expectation_value(SparsePauliOp("ZZZZ")).real
+        assert got[f] == pytest.approx(expected, abs=2e-6)
