@@ -25,8 +25,10 @@ same circuit (the channels are in it) goes to every simulator. At (n, L, B) =
                  save_expectation_value per <Z_i>, all B parameter sets in one
                  run() (parameter_binds), results read back. Aer's options are
                  the fastest of a few (its default OpenMP threads, one thread,
-                 one thread in single precision) on one call each: under load
-                 its default thread team can be 10x slower than one thread.
+                 one thread in single precision, one thread without gate
+                 fusion) on one call each: under load its default thread team
+                 was 5x slower than one thread at n=8, and its superoperator
+                 fusion of these small gates cost more than it saved.
 
 The issue's goal: ours exact noisy forward+gradient at least 10x faster than
 TFQ's noisy forward alone (1000 trajectories), at both cases. The table also
@@ -89,6 +91,7 @@ AER_CANDIDATES = {
     "default threads": {},
     "1 thread": {"max_parallel_threads": 1},
     "1 thread, single": {"max_parallel_threads": 1, "precision": "single"},
+    "1 thread, no fusion": {"max_parallel_threads": 1, "fusion_enable": False},
 }
 
 
