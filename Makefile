@@ -7,7 +7,7 @@ OP := qkeras_hybrid/ops/_qkeras_hybrid_ops.so
 OP_SOURCES := $(wildcard custom_ops/tf/*.cc custom_ops/tf/*.h custom_ops/simulator/*.h) custom_ops/build_op.py setup.py
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: build test demo bench bench-peers clean fuzz sanitize
+.PHONY: build test demo bench bench-peers bench-noise clean fuzz sanitize
 
 $(DEPS): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ bench: build
 	$(PY) benchmarks/hqcnn_bench.py
 	$(PY) benchmarks/qiskit_layer_bench.py
 	$(PY) benchmarks/qconv_bench.py
+
+# Noisy circuits: ours (density matrix, trajectories) vs TFQ's noise backend and Aer.
+bench-noise: build
+	$(PY) benchmarks/noise_bench.py
 
 # The peer benchmark (JAX, tensorcircuit-ng, PennyLane) in its own pinned
 # environment; ours and TFQ run in .venv. Not part of `make test`.
