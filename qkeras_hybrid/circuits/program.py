@@ -372,38 +372,15 @@ def _conjugate(primitive, qubits):
                                projectors=np.conj(primitive.projectors))
 
 
-def _with_conjugate(primitive, num_qubits):
-    """U (x) conj(U) of a 1-qubit unitary on (q, q + n), one 2-qubit gate: an
-    exponential's generator H (x) 1 - 1 (x) conj(H) has the eigenvalues
-    e_s - e_t with projectors P_s (x) conj(P_t)."""
-    (q,) = primitive.qubits
-    qubits = (q, q + num_qubits)
-    if primitive.is_constant:
-        return Primitive(qubits=qubits, matrix=np.kron(primitive.matrix, np.conj(primitive.matrix)))
-    eigenvalues, projectors = [], []
-    for e_s, p_s in zip(primitive.eigenvalues, primitive.projectors):
-        for e_t, p_t in zip(primitive.eigenvalues, primitive.projectors):
-            term = np.kron(p_s, np.conj(p_t))
-            diff = float(e_s - e_t)
-            for i, e in enumerate(eigenvalues):
-                if abs(e - diff) < 1e-12:
-                    projectors[i] = projectors[i] + term
-                    break
-            else:
-                eigenvalues.append(diff)
-                projectors.append(term)
-    return dataclasses.replace(primitive, qubits=qubits, eigenvalues=np.array(eigenvalues),
-                               projectors=np.array(projectors))
-
-
 def density_primitives(primitives, num_qubits):
     """The circuit as a density program on 2 * num_qubits qubits.
 
     rho on n = num_qubits qubits is the vector vec(rho)[r + (c << n)] =
     rho[r, c]: row qubit q is register qubit q, column qubit q is q + n. A
-    unitary U on qubits Q acts as U on Q and conj(U) on Q + n (one 2-qubit
-    gate U (x) conj(U) for a 1-qubit U, so they share a pass over the
-    vector); a channel becomes its superoperator S = sum_k K_k (x) conj(K_k)
+    unitary U on qubits Q acts as U on Q and conj(U) on Q + n (two gates,
+    which the fuser combines with their neighbours: measured faster than one
+    gate U (x) conj(U) on (q, q + n), whose angle derivatives cost a 2-qubit
+    block); a channel becomes its superoperator S = sum_k K_k (x) conj(K_k)
     on Q + (Q + n), a non-unitary block of 2 or 4 qubits.
 
     Build the program with `build_program(2 * num_qubits, ...)`, observables
@@ -430,8 +407,6 @@ def density_primitives(primitives, num_qubits):
                 raise ValueError(f"Channels act on at most {MAX_CHANNEL_QUBITS} qubits, got one on {p.qubits}")
             out.append(Primitive(qubits=tuple(p.qubits) + columns, matrix=superoperator(p.kraus),
                                  superoperator=True))
-        elif len(p.qubits) == 1:
-            out.append(_with_conjugate(p, n))
         else:
             out.append(p)
             out.append(_conjugate(p, columns))
