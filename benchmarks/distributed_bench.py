@@ -10,7 +10,12 @@ batch per worker (so the global batch is N times it: weak scaling). It reports
   * the all-reduce: the median time of one all-reduce (sum) of tensors shaped
     like the model's trainable weights, the collective the strategy runs on
     the gradients of every step, timed in the same workers right after
-    training; and its share of the step.
+    training; and its share of the step;
+  * for N > 1, the same N processes training independently (no strategy, no
+    collective, the same per-process batch) at the same time: the machine is
+    as busy as with N workers, so the difference of the step times is what
+    keeping the workers in step costs (the all-reduces of the gradients and
+    of the logs, and waiting for the slower worker).
 
 Models:
   * hqcnn:   examples/hqcnn_probability.py's training model (CNN -> 1 qubit,
@@ -48,8 +53,11 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=0,
                         help="TF intra-op threads per worker (default 0: TensorFlow's choice, all cores)")
     parser.add_argument("--allreduce-repeats", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat every case this many times, interleaved, and report medians (default 1)")
     parser.add_argument("--json", default=None, help="also write the results here")
     parser.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)  # set for the workers
+    parser.add_argument("--independent", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -96,7 +104,11 @@ def worker(args):
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    if args.independent:  # one of N unrelated processes: no cluster, no strategy
+        index = json.loads(os.environ.pop("TF_CONFIG"))["task"]["index"]
+        strategy = tf.distribute.get_strategy()
+    else:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
     import keras
 
     from qkeras_hybrid import distribute
@@ -125,6 +137,17 @@ def worker(args):
     step_seconds = statistics.median(np.diff(timer.times))
 
     shapes = [v.shape for v in model.trainable_variables]
+    report = {
+        "model": name, "workers": workers, "batch_per_worker": args.batch_size, "global_batch": global_batch,
+        "threads": args.threads or "default", "step_ms": 1e3 * step_seconds,
+        "samples_per_s": global_batch / step_seconds,
+        "samples_per_s_whole_fit": global_batch * args.steps / fit_seconds,
+        "parameters": int(sum(np.prod(s) for s in shapes)),
+    }
+    if args.independent:
+        with open(f"{args.worker_out}.{index}", "w") as f:
+            json.dump(report, f)
+        return
 
     @tf.function
     def all_reduce():
@@ -142,16 +165,35 @@ def worker(args):
         float(tf.reduce_sum(strategy.experimental_local_results(result[0])[0]))  # waits for it
         times.append(time.perf_counter() - t)
     if distribute.worker_index(strategy) == 0:
-        report = {
-            "model": name, "workers": workers, "batch_per_worker": args.batch_size, "global_batch": global_batch,
-            "threads": args.threads or "default", "step_ms": 1e3 * step_seconds,
-            "samples_per_s": global_batch / step_seconds,
-            "samples_per_s_whole_fit": global_batch * args.steps / fit_seconds,
-            "allreduce_ms": 1e3 * statistics.median(times) if workers > 1 else 0.0,
-            "parameters": int(sum(np.prod(s) for s in shapes)),
-        }
+        report["allreduce_ms"] = 1e3 * statistics.median(times) if workers > 1 else 0.0
         with open(args.worker_out, "w") as f:
             json.dump(report, f)
+
+
+def run(distribute, tmp, args, name, workers, independent=False):
+    """Launches the workers of one case; returns the chief's report (independent: the summed throughput)."""
+    tag = f"{name}-{workers}{'-independent' if independent else ''}"
+    out = os.path.join(tmp, tag + ".json")
+    command = [sys.executable, os.path.abspath(__file__), "--models", name,
+               "--batch-size", str(args.batch_size), "--steps", str(args.steps),
+               "--threads", str(args.threads), "--allreduce-repeats", str(args.allreduce_repeats),
+               "--worker-out", out] + (["--independent"] if independent else [])
+    load_before = os.getloadavg()
+    distribute.launch_local(command, workers, log_dir=os.path.join(tmp, "logs-" + tag))
+    if independent:
+        reports = []
+        for index in range(workers):
+            with open(f"{out}.{index}") as f:
+                reports.append(json.load(f))
+        report = dict(reports[0], workers=workers, independent=True, allreduce_ms=0.0,
+                      step_ms=statistics.mean(r["step_ms"] for r in reports),
+                      samples_per_s=sum(r["samples_per_s"] for r in reports),
+                      samples_per_s_whole_fit=sum(r["samples_per_s_whole_fit"] for r in reports))
+    else:
+        with open(out) as f:
+            report = json.load(f)
+    report["loadavg_before"], report["loadavg_after"] = load_before, os.getloadavg()
+    return report
 
 
 def main(argv=None):
@@ -164,32 +206,36 @@ def main(argv=None):
 
     print(f"{os.cpu_count()} CPUs; batch {args.batch_size} per worker; {args.steps} timed steps; "
           f"threads per worker: {args.threads or 'TensorFlow default'}")
-    results = []
+    cases = [(name, workers, independent) for name in args.models.split(",")
+             for workers in map(int, args.workers.split(",")) for independent in [False] + [True] * (workers > 1)]
+    rounds = {case: [] for case in cases}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.models.split(","):
-            for workers in map(int, args.workers.split(",")):
-                out = os.path.join(tmp, f"{name}-{workers}.json")
-                command = [sys.executable, os.path.abspath(__file__), "--models", name,
-                           "--batch-size", str(args.batch_size), "--steps", str(args.steps),
-                           "--threads", str(args.threads), "--allreduce-repeats", str(args.allreduce_repeats),
-                           "--worker-out", out]
-                load_before = os.getloadavg()
-                distribute.launch_local(command, workers, log_dir=os.path.join(tmp, f"logs-{name}-{workers}"))
-                with open(out) as f:
-                    report = json.load(f)
-                report["loadavg_before"], report["loadavg_after"] = load_before, os.getloadavg()
-                results.append(report)
-                share = report["allreduce_ms"] / report["step_ms"]
-                print(f"{name:8s} {workers} worker(s): {report['samples_per_s']:8.1f} samples/s "
-                      f"(step {report['step_ms']:.1f} ms, global batch {report['global_batch']}; "
-                      f"whole fit {report['samples_per_s_whole_fit']:.1f} samples/s); "
-                      f"all-reduce of {report['parameters']} weights {report['allreduce_ms']:.2f} ms "
-                      f"= {share:.1%} of a step; load average {load_before[0]:.1f} -> {os.getloadavg()[0]:.1f}",
-                      flush=True)
-    by_model = {}
-    for r in results:
-        by_model.setdefault(r["model"], {})[r["workers"]] = r
-    for name, runs in by_model.items():
+        for round_index in range(args.rounds):
+            for case in cases:
+                rounds[case].append(run(distribute, tmp, args, *case))
+                r = rounds[case][-1]
+                print(f"  round {round_index + 1}: {r['model']} {r['workers']} "
+                      f"{'independent' if case[2] else 'worker(s)'}: step {r['step_ms']:.1f} ms, "
+                      f"load average {r['loadavg_before'][0]:.1f} -> {r['loadavg_after'][0]:.1f}", flush=True)
+    results = []
+    for (name, workers, independent), reports in rounds.items():
+        r = dict(min(reports, key=lambda x: abs(x["step_ms"] - statistics.median(y["step_ms"] for y in reports))))
+        r["step_ms_rounds"] = [x["step_ms"] for x in reports]
+        r["allreduce_ms"] = statistics.median(x["allreduce_ms"] for x in reports)
+        results.append(r)
+        what = f"{workers} independent" if independent else f"{workers} worker(s)"
+        line = (f"{name:8s} {what:14s}: {r['samples_per_s']:8.1f} samples/s, step {r['step_ms']:6.1f} ms "
+                f"(batch {r['batch_per_worker']} per process)")
+        if not independent and workers > 1:
+            line += (f"; all-reduce of {r['parameters']} weights {r['allreduce_ms']:.2f} ms "
+                     f"= {r['allreduce_ms'] / r['step_ms']:.1%} of a step")
+        if independent:
+            synced = results[-2]
+            line += f"; keeping {workers} workers in step costs {synced['step_ms'] - r['step_ms']:.1f} ms/step"
+        loads = [x["loadavg_before"][0] for x in reports] + [x["loadavg_after"][0] for x in reports]
+        print(line + f"; load average {min(loads):.1f}-{max(loads):.1f}", flush=True)
+    for name in args.models.split(","):
+        runs = {r["workers"]: r for r in results if r["model"] == name and not r.get("independent")}
         if 1 in runs and 2 in runs:
             print(f"{name}: 2 workers / 1 worker throughput = "
                   f"{runs[2]['samples_per_s'] / runs[1]['samples_per_s']:.2f}x")
