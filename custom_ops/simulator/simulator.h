@@ -16,6 +16,14 @@
 // co-state and accumulates the block-local 2^k x 2^k matrix
 // R = sum_rest phi_before (x) conj(lambda_after); every angle's derivative
 // then follows from R with small matrix algebra only.
+//
+// Non-unitary blocks (a trajectory's Kraus selection, a density program's
+// superoperator; program.h) cannot be un-applied by their adjoint: the
+// adjoint pass moves the co-state back by M^dagger and restores the state
+// before the block from a given inverse or from a checkpoint that the
+// forward sweep saved (Block::restore). Programs without them never touch
+// that machinery. Density programs use the sweeps through ForwardSweep /
+// BackwardSweep, with the read-outs of density.h.
 #ifndef QKERAS_HYBRID_SIMULATOR_SIMULATOR_H_
 #define QKERAS_HYBRID_SIMULATOR_SIMULATOR_H_
 
@@ -153,7 +161,9 @@ class Simulator {
       if (!single && constant) MultiplyBlock(b);
     }
     // The inverses of the superoperators the adjoint pass un-applies by them.
-    for (size_t b = 0; b < p_.blocks.size(); ++b) {
+    bool inverses = false;
+    for (const Block& blk : p_.blocks) inverses |= blk.restore == kRestoreInverse;
+    for (size_t b = 0; inverses && b < p_.blocks.size(); ++b) {
       const Block& blk = p_.blocks[b];
       inverse_offset_.push_back(static_cast<int64_t>(inverse_re_.size()));
       if (blk.restore != kRestoreInverse) continue;
