@@ -444,6 +444,14 @@ def trajectory_primitives(primitives, symbol_prefix="_kraus_choice_"):
     flips) select unitaries: no checkpoints in the adjoint pass; others
     (damping, reset) do keep one per channel.
 
+    The final states are not normalized, and that is what makes the
+    estimates unbiased: expectations and probabilities (the `Probabilities`
+    op) average to rho's. The shot-based ops (`Sample`,
+    `SampledExpectation`) normalize each row's distribution, which biases
+    them when a channel is not mixed-unitary (`KrausChoice.unitary` False):
+    there, draw shots from the trajectories' mean probabilities, or use the
+    density ops.
+
     Args:
       primitives: the circuit's primitives (unitaries and channels).
       symbol_prefix: the channels' symbols are named prefix + index, in
