@@ -360,3 +360,23 @@ def test_quantum_conv2d_with_noise_matches_cirq():
     expected = np.real(zzzz.expectation_from_density_matrix(rho, {q: i for i, q in enumerate(qubits)}))
     np.testing.assert_allclose(out.reshape(-1)[0], expected, atol=1e-10)
     assert abs(ideal(images).numpy().reshape(-1)[0] - expected) > 1e-4
+
+
+def test_measurement_layer_noise_and_readout_survive_keras_save(tmp_path):
+    q = QUBITS
+    circuit = cirq.Circuit(cirq.ry(X[0])(q[0]), cirq.CNOT(q[0], q[1]), cirq.ry(W[0])(q[1]))
+    spec = noise_lib.GateNoise({"cx": cirq.depolarize(0.1, n_qubits=2)}, readout=(0.05, 0.1))
+    inputs = keras.Input((1,))
+    layer = qh.layers.ProbabilityLayer(circuit, input_symbols=[X[0]], noise=spec)
+    model = keras.Model(inputs, layer(inputs))
+    x = np.array([[0.3], [2.0]])
+    expected = model(x).numpy()
+    ideal = qh.layers.ProbabilityLayer(circuit, input_symbols=[X[0]])
+    ideal(x)
+    ideal.quantum_weights.assign(layer.quantum_weights.numpy())
+    assert np.abs(ideal(x).numpy() - expected).max() > 1e-3
+    path = str(tmp_path / "probabilities.keras")
+    model.save(path)
+    reloaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(reloaded(x).numpy(), expected, atol=1e-6)
+    assert reloaded.layers[-1].noise == layer.noise
