@@ -165,21 +165,22 @@ def _noisy_programs(rng, count):
             if rng.random() < 0.6:
                 kind, symbols = "density", used
                 program = build_program(2 * n, density_primitives(primitives, n), terms, used, fused)
-                selections = []
+                selections, jumps = [], []
             else:
                 kind = "pure"
-                trajectory = trajectory_primitives(primitives)
+                trajectory = trajectory_primitives(primitives, jumps=rng.random() < 0.3)
                 choices = trajectory_choices(trajectory)
                 symbols = used + [c.symbol for c in choices]
                 program = build_program(n, trajectory, terms, symbols, fused)
-                selections = [(len(used) + i, len(c.probabilities)) for i, c in enumerate(choices)]
+                selections = [(len(used) + i, len(c.probabilities)) for i, c in enumerate(choices) if not c.jump]
+                jumps = [len(used) + i for i, c in enumerate(choices) if c.jump]
         except ValueError:  # max_fused_qubits smaller than a gate
             continue
         arrays = dict(zip(PROGRAM, program.as_tuple()))
         out.append(dict(program=arrays, num_qubits=int(program.num_qubits),
                         num_angles=AngleMap(program.angle_exprs, symbols).num_angles,
                         num_observables=int(arrays["pauli_coeffs"].shape[0]), kind=kind, physical_qubits=n,
-                        selections=selections))
+                        selections=selections, jumps=jumps))
     return out
 
 
@@ -194,6 +195,8 @@ def _valid_inputs(rng, base, op, float_dtype):
     arrays["angles"] = rng.uniform(-scale, scale, size=(batch, num_angles)).astype(float_dtype)
     for slot, count in base["selections"]:  # Kraus selections: an integer index
         arrays["angles"][:, slot] = rng.integers(0, count, size=batch)
+    for slot in base.get("jumps", []):  # quantum jumps: a uniform draw
+        arrays["angles"][:, slot] = rng.uniform(0, 1, size=batch)
     physical = base["physical_qubits"]
     if "qubits" in OPS[op]:
         k = int(rng.integers(1, physical + 1))

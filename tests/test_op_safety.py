@@ -107,7 +107,7 @@ MALFORMED = [
     ("gate_in_two_blocks", _set("block_meta", (1, 5), 0), "already belongs to block"),
     ("gate_in_no_block",
      _replace("gate_meta", lambda g: np.concatenate([g, g[1:]])), "belongs to no block"),
-    ("gate_type_unknown", _set("gate_meta", (1, 0), 5), "unknown gate type 5"),
+    ("gate_type_unknown", _set("gate_meta", (1, 0), 9), "unknown gate type 9"),
     ("angle_slot_too_big", _set("gate_meta", (0, 1), 1), "angle slot 1 out of range"),
     ("angle_slot_negative", _set("gate_meta", (0, 1), -3), "angle slot -3 out of range"),
     ("num_terms_too_big", _set("gate_meta", (0, 3), 3), "num_terms must be in [1, 2]"),

@@ -22,7 +22,7 @@ from qkeras_hybrid import ops
 from qkeras_hybrid.circuits import observables as obs_lib
 from qkeras_hybrid.circuits.angles import AngleMap
 from qkeras_hybrid.circuits.program import (
-    NONUNITARY_SELECTION, SELECTION, build_program, trajectory_choices, trajectory_primitives)
+    JUMP_SELECTION, NONUNITARY_SELECTION, SELECTION, build_program, trajectory_choices, trajectory_primitives)
 from qkeras_hybrid.ops import density as D
 from qkeras_hybrid.ops import measure as M
 
@@ -32,9 +32,9 @@ from test_density_ops import DensityCase, lower, random_case
 class TrajectoryCase:
     """The trajectory program of a DensityCase's circuit."""
 
-    def __init__(self, case):
+    def __init__(self, case, jumps=False):
         self.case = case
-        prims = trajectory_primitives(lower(case.circuit, case.qubits, case.symbols))
+        prims = trajectory_primitives(lower(case.circuit, case.qubits, case.symbols), jumps=jumps)
         self.choices = trajectory_choices(prims)
         self.symbols = list(case.symbols) + [c.symbol for c in self.choices]
         index_of = {q: i for i, q in enumerate(case.qubits)}
@@ -229,3 +229,83 @@ def test_selections_are_rejected_by_the_density_ops():
     program[0] = np.int32(2)
     with pytest.raises(tf.errors.InvalidArgumentError, match="runs in the pure-state ops only"):
         D.density_expectation(*program, np.zeros((1, 1)))
+
+
+# -------------------------------------------------------------- quantum jumps
+
+
+def _damped_case():
+    q = cirq.LineQubit.range(2)
+    a = sympy.Symbol("a")
+    circuit = cirq.Circuit(cirq.ry(a)(q[0]), cirq.H(q[1]), cirq.amplitude_damp(0.4)(q[0]), cirq.CNOT(*q),
+                           cirq.depolarize(0.2)(q[1]), cirq.generalized_amplitude_damp(0.3, 0.5)(q[1]),
+                           cirq.rx(a)(q[0]), cirq.ResetChannel()(q[1]), cirq.H(q[1]),
+                           cirq.amplitude_damp(0.3)(q[1]))
+    return DensityCase(circuit, q, [a], [cirq.Z(q[0]), cirq.X(q[1]) * cirq.Z(q[0]), cirq.Y(q[0])])
+
+
+def test_quantum_jumps_are_normalized_draws_from_rho():
+    """Jump trajectories are normalized states; their samples are draws from
+    rho (chi-square against the density matrix's diagonal), their sampled
+    and exact expectations average to tr(O rho)."""
+    case = _damped_case()
+    traj = TrajectoryCase(case, jumps=True)
+    gm = traj.program.gate_meta
+    # Depolarizing stays a Kraus selection: its choice does not depend on the state.
+    assert list(gm[gm[:, 0] >= SELECTION, 0]) == [JUMP_SELECTION, SELECTION] + [JUMP_SELECTION] * 3
+    assert [c.jump for c in traj.choices] == [True, False, True, True, True]
+    n_traj = 6000
+    values = np.array([[0.9]])
+    ks = _draw(traj, n_traj, [1, 2])
+    assert np.all((ks[:, 0] >= 0) & (ks[:, 0] < 1)) and set(np.unique(ks[:, 1])) <= {0, 1, 2, 3}
+    angles = traj.angles(np.repeat(values, n_traj, axis=0), ks)
+    state = M.state(traj.inputs, angles).numpy()
+    np.testing.assert_allclose(np.sum(state**2, axis=(1, 2)), 1.0, atol=1e-12)
+    exact = case.expectations(values)[0]
+    e = ops.expectation(*traj.inputs, angles).numpy()
+    se = e.std(axis=0) / np.sqrt(n_traj)
+    assert np.all(np.abs(e.mean(axis=0) - exact) <= 4.5 * se + 1e-12), (e.mean(axis=0), exact, se)
+    samples = M.sample(traj.inputs, angles, [0, 1], 1, [3, 4]).numpy()[:, 0]
+    counts = np.bincount(samples @ [2, 1], minlength=4)
+    p = np.real(np.diag(case.rho(values[0])))
+    keep = p > 1e-12
+    assert counts[~keep].sum() == 0
+    chi2 = np.sum((counts[keep] - n_traj * p[keep]) ** 2 / (n_traj * p[keep]))
+    assert scipy.stats.chi2.sf(chi2, keep.sum() - 1) > 1e-4
+    sampled = M.sampled_expectation(traj.inputs, angles, 4, [5, 6]).numpy()
+    se = sampled.std(axis=0) / np.sqrt(n_traj)
+    assert np.all(np.abs(sampled.mean(axis=0) - exact) <= 4.5 * se + 1e-12)
+    # The same trajectories without jumps are unnormalized, and their samples
+    # (normalized per row) are biased: this is what jumps are for.
+    plain = TrajectoryCase(case)
+    plain_angles = plain.angles(np.repeat(values, n_traj, axis=0), _draw(plain, n_traj, [1, 2]))
+    norms = np.sum(M.state(plain.inputs, plain_angles).numpy() ** 2, axis=(1, 2))
+    assert norms.std() > 0.1
+
+
+def test_quantum_jump_choice_follows_the_state():
+    """Amplitude damping of |1>: K_1 (the decay) has probability gamma; of
+    |0>: never. The draw u picks it below that probability."""
+    q = cirq.LineQubit.range(1)
+    for prep, p_decay in ((cirq.X(q[0]), 0.3), (cirq.I(q[0]), 0.0)):
+        case = DensityCase(cirq.Circuit(prep, cirq.amplitude_damp(0.3)(q[0])), q, [], [cirq.Z(q[0])])
+        traj = TrajectoryCase(case, jumps=True)
+        u = np.array([[0.0], [0.25], [0.35], [0.69], [0.71], [0.999]])
+        e = ops.expectation(*traj.inputs, u)[:, 0].numpy()
+        # Kraus order (K_0 no decay, K_1 decay): k = 0 while u < P(K_0).
+        decayed = u[:, 0] >= 1 - p_decay
+        np.testing.assert_allclose(e, np.where(decayed, 1.0, -1.0 if p_decay else 1.0), atol=1e-12)
+
+
+def test_quantum_jump_programs_have_no_adjoint_gradient():
+    traj = TrajectoryCase(_damped_case(), jumps=True)
+    angles = traj.angles(np.array([[0.3]]), np.array([[0.5, 1.0, 0.5, 0.5, 0.5]]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="quantum-jump selections .* no adjoint gradient"):
+        ops.expectation_adjoint_grad(*traj.inputs, angles, np.ones((1, 3)))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="no adjoint gradient"):
+        M.probabilities_adjoint_grad(traj.inputs, angles, [0], np.ones((1, 2)))
+    bad = angles.numpy().copy()
+    bad[0, 1] = 1.0
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"angles\[0, 1\] = 1 is the uniform draw of the quantum-jump selection"):
+        ops.expectation(*traj.inputs, bad)

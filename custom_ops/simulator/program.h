@@ -24,7 +24,14 @@
 //       matrix S; num_terms = 1, or 2 when data also holds S^-1 after S, with
 //       which the adjoint pass may restore the state instead of keeping a
 //       checkpoint (see Block::restore).
-//     Gates of types 2..4 are alone in their block, and never differentiated
+//     type 5 = quantum-jump selection (trajectories; pure programs only):
+//       data holds the num_terms = m Kraus operators K_k of a channel; the
+//       angle slot holds a uniform u in [0, 1) per batch row, which picks k
+//       with probability ||K_k psi||^2 / sum_j ||K_j psi||^2 for the state
+//       psi reaching the gate, and the gate applies K_k scaled so that the
+//       norm of psi is kept (exact for trace-preserving channels). Such
+//       programs have no adjoint gradient (the choice depends on the state).
+//     Gates of types 2..5 are alone in their block, and never differentiated
 //     (a selection slot's derivative is 0).
 //   gate_data float64 [D]
 //   pauli_masks int64 [O, T, 2]: x mask, z mask of each term (bit q = qubit q)
@@ -65,7 +72,8 @@ enum GateType {
   kExponential = 1,
   kSelection = 2,
   kNonUnitarySelection = 3,
-  kSuperoperator = 4
+  kSuperoperator = 4,
+  kJumpSelection = 5
 };
 enum class ProgramMode { kPure, kDensity };
 // How the adjoint pass gets a block's input state back from its output: by
@@ -131,6 +139,8 @@ struct Program {
     int slot, count, gate;
   };
   std::vector<Selection> selections;
+  // The quantum-jump selections (type 5): slots hold u in [0, 1).
+  std::vector<Selection> jumps;
   std::vector<Gate> gates;
   // Entries of all block and gate matrices (a simulator keeps each per lane).
   int64_t matrix_entries = 0;
@@ -367,7 +377,8 @@ std::string DecodeProgram(int64_t num_qubits, const int32_t* block_meta,
                "], got " + Str(m[3]);
       needed = gate.num_terms * (1 + mat);
       p->blocks[owner[g]].has_angles = true;
-    } else if (gate.type == kSelection || gate.type == kNonUnitarySelection) {
+    } else if (gate.type == kSelection || gate.type == kNonUnitarySelection ||
+               gate.type == kJumpSelection) {
       if (density)
         return where + ": a Kraus selection (gate type " + Str(m[0]) +
                ") runs in the pure-state ops only; a density program has superoperators (type 4)";
@@ -378,8 +389,11 @@ std::string DecodeProgram(int64_t num_qubits, const int32_t* block_meta,
       if (gate.num_terms < 1 || gate.num_terms > data_size / mat)
         return where + ": the number of Kraus matrices must be in [1, " +
                Str(data_size / mat) + "] (gate_data's size), got " + Str(m[3]);
+      if (gate.type == kJumpSelection && blk.k > 2)
+        return where + ": a quantum-jump selection acts on 1 or 2 qubits, got " + Str(blk.k);
       needed = gate.num_terms * mat;
-      p->selections.push_back({gate.angle_slot, gate.num_terms, static_cast<int>(g)});
+      (gate.type == kJumpSelection ? p->jumps : p->selections)
+          .push_back({gate.angle_slot, gate.num_terms, static_cast<int>(g)});
     } else if (gate.type == kSuperoperator) {
       if (!density)
         return where + ": a superoperator (gate type 4) runs only in the density ops "

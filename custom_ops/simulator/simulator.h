@@ -552,6 +552,8 @@ class Simulator {
       if (checkpoints && blk.restore == kRestoreCheckpoint)
         CopyState(sr_.data(), si_.data(), Checkpoint(blk), Checkpoint(blk) + size_ * W,
                   num_chunks, parallel);
+      if (blk.special && p_.gates[blk.first_gate].type == kJumpSelection)
+        ChooseJump(static_cast<int>(b), angles, angle_stride, lanes, num_chunks, parallel);
       auto run = [&](int chunk) {
         uint64_t g0, g1;
         ChunkRange(size_ >> blk.k, num_chunks, chunk, &g0, &g1);
@@ -576,6 +578,96 @@ class Simulator {
       else
         ApplyDense<k, real, imag>(blk, mr, mi, re, im, g0, g1);
     });
+  }
+
+  // The matrix of quantum-jump block b, per lane, from the state reaching
+  // it: with rho = the block qubits' reduced (unnormalized) density matrix,
+  // n_k = ||K_k psi||^2 = tr(K_k^dagger K_k rho) and T = sum n_k, operator k
+  // is the first whose running sum of n_k exceeds u T (u the lane's angle),
+  // applied as K_k sqrt(T / n_k): E[K psi psi^dagger K^dagger] = sum_k
+  // K_k psi psi^dagger K_k^dagger, and ||psi|| is kept for a
+  // trace-preserving channel.
+  void ChooseJump(int b, const FP* angles, int64_t angle_stride, int lanes, int num_chunks,
+                  const ParallelChunks& parallel) {
+    const Block& blk = p_.blocks[b];
+    const Gate& gate = p_.gates[blk.first_gate];
+    const int d = blk.dim, dd = d * d;
+    // Per chunk and lane: rho[i][j] = sum psi_i conj(psi_j), in double.
+    std::vector<double>& partial = jump_partial_;
+    partial.assign(static_cast<size_t>(num_chunks) * W * dd * 2, 0.0);
+    auto accumulate = [&](int chunk) {
+      uint64_t g0, g1;
+      ChunkRange(size_ >> blk.k, num_chunks, chunk, &g0, &g1);
+      double* rho = partial.data() + static_cast<size_t>(chunk) * W * dd * 2;
+      for (uint64_t g = g0; g < g1; ++g) {
+        const uint64_t base = GroupBase(g, blk.sorted_qubits, blk.k);
+        for (int i = 0; i < d; ++i)
+          for (int j = 0; j < d; ++j) {
+            const FP* ar = sr_.data() + (base + blk.offsets[i]) * W;
+            const FP* ai = si_.data() + (base + blk.offsets[i]) * W;
+            const FP* br = sr_.data() + (base + blk.offsets[j]) * W;
+            const FP* bi = si_.data() + (base + blk.offsets[j]) * W;
+            double* out = rho + (i * d + j) * 2 * W;
+            for (int s = 0; s < W; ++s) {
+              out[s] += static_cast<double>(ar[s]) * br[s] + static_cast<double>(ai[s]) * bi[s];
+              out[W + s] += static_cast<double>(ai[s]) * br[s] - static_cast<double>(ar[s]) * bi[s];
+            }
+          }
+      }
+    };
+    if (num_chunks == 1) accumulate(0); else parallel(num_chunks, accumulate);
+    for (int c = 1; c < num_chunks; ++c)
+      for (size_t i = 0; i < static_cast<size_t>(W) * dd * 2; ++i)
+        partial[i] += partial[static_cast<size_t>(c) * W * dd * 2 + i];
+    FP* ur = gate_re_.data() + gate_offset_[blk.first_gate];
+    FP* ui = gate_im_.data() + gate_offset_[blk.first_gate];
+    std::vector<double> norms(gate.num_terms);
+    for (int s = 0; s < W; ++s) {
+      double total = 0;
+      for (int k = 0; k < gate.num_terms; ++k) {
+        const FP* kr = p_.data.data() + gate.data_offset + static_cast<int64_t>(k) * 2 * dd;
+        // tr(K^dagger K rho) = sum_{r,i,j} conj(K[r][i]) K[r][j] rho[j][i]
+        double n = 0;
+        for (int r = 0; r < d; ++r)
+          for (int i = 0; i < d; ++i)
+            for (int j = 0; j < d; ++j) {
+              const double ar = kr[2 * (r * d + i)], ai = -kr[2 * (r * d + i) + 1];
+              const double br = kr[2 * (r * d + j)], bi = kr[2 * (r * d + j) + 1];
+              const double pr = ar * br - ai * bi, pi = ar * bi + ai * br;
+              const double* rho = partial.data() + (j * d + i) * 2 * W;
+              n += pr * rho[s] - pi * rho[W + s];
+            }
+        norms[k] = std::max(0.0, n);
+        total += norms[k];
+      }
+      const double u = static_cast<double>(angles[(s < lanes ? s : 0) * angle_stride +
+                                                  p_.jumps[JumpIndex(blk.first_gate)].slot]);
+      int chosen = 0;
+      double scale = 0;
+      if (total > 0) {
+        double running = 0;
+        chosen = -1;
+        for (int k = 0; k < gate.num_terms && chosen < 0; ++k) {
+          running += norms[k];
+          if (norms[k] > 0 && running > u * total) chosen = k;
+        }
+        if (chosen < 0)  // u * total rounded up to the total: the last possible one
+          for (int k = gate.num_terms - 1; k >= 0 && chosen < 0; --k)
+            if (norms[k] > 0) chosen = k;
+        scale = std::sqrt(total / norms[chosen]);
+      }
+      const FP* kr = p_.data.data() + gate.data_offset + static_cast<int64_t>(chosen) * 2 * dd;
+      for (int e = 0; e < dd; ++e) {
+        ur[e * W + s] = static_cast<FP>(scale * kr[2 * e]);
+        ui[e * W + s] = static_cast<FP>(scale * kr[2 * e + 1]);
+      }
+    }
+  }
+
+  int JumpIndex(int gate) const {
+    for (size_t i = 0; i < p_.jumps.size(); ++i)
+      if (p_.jumps[i].gate == gate) return static_cast<int>(i);
+    return 0;  // unreachable: every jump gate is listed
   }
 
   FP* Checkpoint(const Block& blk) {
@@ -1237,6 +1329,7 @@ class Simulator {
   // a block's adjoint, and the checkpoints of the states before them.
   std::vector<int64_t> inverse_offset_;
   std::vector<FP> inverse_re_, inverse_im_, adjoint_re_, adjoint_im_, checkpoints_;
+  std::vector<double> jump_partial_;
 };
 
 }  // namespace qkh

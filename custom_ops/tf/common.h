@@ -341,6 +341,14 @@ class ExpectationOpBase : public OpKernel {
                       Str(selection.gate) + "]: it must be an integer in [0, " +
                       Str(selection.count) + ")");
       }
+    for (const auto& jump : program->jumps)
+      for (int64_t r = 0; r < rows; ++r) {
+        const double v = static_cast<double>(a[r * num_angles + jump.slot]);
+        if (!(v >= 0 && v < 1))
+          return fail("angles" + Index2(r * num_angles + jump.slot, num_angles) + " = " + Num(v) +
+                      " is the uniform draw of the quantum-jump selection gate_meta[" +
+                      Str(jump.gate) + "]: it must be in [0, 1)");
+      }
     return program;
   }
 
@@ -349,17 +357,26 @@ class ExpectationOpBase : public OpKernel {
   // samples per simulator in vectorized lanes; large ones one sample per
   // simulator; a large state with a small batch puts all threads inside one
   // state vector.
-  // `checkpoints`: fn runs an adjoint pass, which keeps the checkpoints of
-  // the program's non-unitary blocks (counted in the memory check).
+  // `adjoint`: fn runs an adjoint pass, which keeps the checkpoints of the
+  // program's non-unitary blocks (counted in the memory check) and is
+  // refused for quantum-jump selections.
   template <typename Fn>
   void ForEachSample(OpKernelContext* c, const Program<T>& program,
-                     int64_t batch, Fn fn, bool checkpoints = false) {
+                     int64_t batch, Fn fn, bool adjoint = false) {
+    if (adjoint && !program.jumps.empty()) {
+      c->CtxFailure(__FILE__, __LINE__, errors::InvalidArgument(
+          "the program has quantum-jump selections (gate_meta[", program.jumps[0].gate,
+          "] is of type 5), whose choices depend on the state: it has no adjoint gradient. "
+          "Differentiate trajectories of Kraus selections (trajectory_primitives(..., jumps=False)) "
+          "instead, or use parameter shifts"));
+      return;
+    }
     if (program.num_qubits <= kWideLaneQubits && batch >= kWideBatch)
-      Run<Simulator<T, kWideLanes>>(c, program, batch, fn, checkpoints);
+      Run<Simulator<T, kWideLanes>>(c, program, batch, fn, adjoint);
     else if (program.num_qubits <= kLaneQubits)
-      Run<Simulator<T, kLanes>>(c, program, batch, fn, checkpoints);
+      Run<Simulator<T, kLanes>>(c, program, batch, fn, adjoint);
     else
-      Run<Simulator<T, 1>>(c, program, batch, fn, checkpoints);
+      Run<Simulator<T, 1>>(c, program, batch, fn, adjoint);
   }
 
   const ProgramMode mode_;

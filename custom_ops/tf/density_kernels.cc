@@ -36,6 +36,9 @@ static bool ValidateReadout(OpKernelContext* c, int index, int n, const double**
   return true;
 }
 
+// What the physical register size is called in messages.
+constexpr char kPhysicalQubits[] = "n = num_qubits / 2 (the physical qubits)";
+
 // The density ops' kernels decode programs in density mode.
 template <typename T>
 class DensityOpBase : public ExpectationOpBase<T> {
@@ -79,7 +82,7 @@ class DensityExpectationOp : public DensityOpBase<T> {
       for (int64_t i = 0; i < lanes * num_angles; ++i)
         o[b * num_angles + i] = static_cast<T>(grad[i]);
     };
-    this->ForEachSample(c, program, batch, run, /*checkpoints=*/kGrad);
+    this->ForEachSample(c, program, batch, run, /*adjoint=*/kGrad);
     if (!c->status().ok()) return;
     const int64_t cols = kGrad ? num_angles : num_obs;
     CheckResultFinite<T>(c, *out, kGrad ? "d_angles" : "expectations",
@@ -103,7 +106,7 @@ class DensityProbabilitiesOp : public DensityOpBase<T> {
     const int64_t batch = angles.dim_size(0), num_angles = angles.dim_size(1);
     const int n = program.num_qubits / 2;
     std::vector<int> qubits;
-    if (!ValidateQubits(c, 7, n, &qubits)) return;
+    if (!ValidateQubits(c, 7, n, &qubits, kPhysicalQubits)) return;
     const uint64_t outcomes = uint64_t{1} << qubits.size();
     if (kGrad && !ValidateMatrix<T>(c, 8, "upstream", batch, static_cast<int64_t>(outcomes),
                                     "batch, 2**len(qubits)"))
@@ -138,7 +141,7 @@ class DensityProbabilitiesOp : public DensityOpBase<T> {
         for (uint64_t m = 0; m < outcomes; ++m)
           o[(b + s) * outcomes + m] = static_cast<T>(marginals[s * outcomes + m]);
     };
-    this->ForEachSample(c, program, batch, run, /*checkpoints=*/kGrad);
+    this->ForEachSample(c, program, batch, run, /*adjoint=*/kGrad);
     if (!c->status().ok()) return;
     const int64_t cols = kGrad ? num_angles : static_cast<int64_t>(outcomes);
     CheckResultFinite<T>(c, *out, kGrad ? "d_angles" : "probabilities",
@@ -184,7 +187,7 @@ class DensitySampleOp : public DensityOpBase<T> {
     int32_t shots = 0;
     Philox4x32 generator;
     const double* readout = nullptr;
-    if (!ValidateQubits(c, 7, n, &qubits) || !ValidateShots(c, 8, &shots) ||
+    if (!ValidateQubits(c, 7, n, &qubits, kPhysicalQubits) || !ValidateShots(c, 8, &shots) ||
         !ValidateSeed(c, 9, &generator) || !ValidateReadout(c, 10, n, &readout))
       return;
     const int k = static_cast<int>(qubits.size());

@@ -156,7 +156,7 @@ class ExpectationAdjointGradOp : public ExpectationOpBase<T> {
       for (int64_t i = 0; i < lanes * num_angles; ++i)
         d[b * num_angles + i] = static_cast<T>(grad[i]);
     };
-    this->ForEachSample(c, program, batch, run, /*checkpoints=*/true);
+    this->ForEachSample(c, program, batch, run, /*adjoint=*/true);
     if (!c->status().ok()) return;
     if (const int64_t i = bad_state.Get(); i >= 0)
       return FailStateNotFinite<T>(c, c->input(kState), "final_state", i);

@@ -13,16 +13,19 @@
 
 namespace qkh {
 
-// The measured qubits (input `index`): 1..n distinct register indices.
-inline bool ValidateQubits(OpKernelContext* c, int index, int num_qubits, std::vector<int>* out) {
+// The measured qubits (input `index`): 1..n distinct register indices;
+// `register_name` is what n is called in messages.
+inline bool ValidateQubits(OpKernelContext* c, int index, int num_qubits, std::vector<int>* out,
+                           const char* register_name = "num_qubits") {
   const Tensor& t = c->input(index);
   auto fail = [c](const std::string& msg) {
     c->CtxFailure(__FILE__, __LINE__, errors::InvalidArgument(msg));
     return false;
   };
   if (t.dims() != 1 || t.NumElements() < 1 || t.NumElements() > num_qubits)
-    return fail("qubits must be a vector of 1 to num_qubits = " + std::to_string(num_qubits) +
-                " distinct register indices, got shape " + t.shape().DebugString());
+    return fail("qubits must be a vector of 1 to " + std::string(register_name) + " = " +
+                std::to_string(num_qubits) + " distinct register indices, got shape " +
+                t.shape().DebugString());
   const auto q = t.flat<int32_t>();
   out->clear();
   for (int64_t j = 0; j < t.NumElements(); ++j) {

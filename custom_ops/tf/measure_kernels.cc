@@ -90,7 +90,7 @@ class ProbabilitiesOp : public ExpectationOpBase<T> {
         for (uint64_t m = 0; m < outcomes; ++m) row[m] = static_cast<T>(marginal[m]);
       }
     };
-    this->ForEachSample(c, program, batch, run, /*checkpoints=*/kGrad);
+    this->ForEachSample(c, program, batch, run, /*adjoint=*/kGrad);
     if (!c->status().ok()) return;
     const int64_t cols = kGrad ? num_angles : static_cast<int64_t>(outcomes);
     CheckResultFinite<T>(c, *out, kGrad ? "d_angles" : "probabilities",
@@ -144,7 +144,7 @@ class StateOp : public ExpectationOpBase<T> {
                         parallel);
       sim->StoreState(lanes, o + b * 2 * size);
     };
-    this->ForEachSample(c, program, batch, run, /*checkpoints=*/kGrad);
+    this->ForEachSample(c, program, batch, run, /*adjoint=*/kGrad);
     if (!c->status().ok()) return;
     if (kGrad)
       CheckResultFinite<T>(c, *out, "d_angles",

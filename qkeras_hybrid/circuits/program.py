@@ -27,7 +27,7 @@ BLOCK_META_WIDTH = 7
 DENSITY_BLOCK_META_WIDTH = 8
 GATE_META_WIDTH = 4
 DENSE, DIAGONAL, REAL_DENSE, REAL_DIAGONAL = 0, 1, 2, 3
-CONSTANT, EXPONENTIAL, SELECTION, NONUNITARY_SELECTION, SUPEROPERATOR = 0, 1, 2, 3, 4
+CONSTANT, EXPONENTIAL, SELECTION, NONUNITARY_SELECTION, SUPEROPERATOR, JUMP_SELECTION = 0, 1, 2, 3, 4, 5
 MAX_GATE_QUBITS = 3
 MAX_CHANNEL_QUBITS = 2
 # A superoperator's inverse goes into the program when it is at least this
@@ -51,7 +51,10 @@ class Primitive:
     * A Kraus selection (`is_selection`, made by `trajectory_primitives`):
       `kraus` [m, d, d] and `angle` a symbol whose value k in [0, m) selects
       the matrix applied, per batch row; `probabilities` [m]: the chances
-      with which k is to be drawn.
+      with which k is to be drawn. With `jump=True`, a quantum-jump
+      selection: `kraus` are the channel's operators, and the angle's value
+      u in [0, 1) picks one with the state-dependent probabilities
+      ||K_k psi||^2 (no `probabilities`).
     * A superoperator (`superoperator=True`, made by `density_primitives`):
       the constant non-unitary `matrix` of a channel on the doubled register.
     """
@@ -64,6 +67,7 @@ class Primitive:
     kraus: Optional[np.ndarray] = None  # [m, dim, dim]: the channel rho -> sum_k K_k rho K_k^dagger
     probabilities: Optional[np.ndarray] = None  # [m], of a selection
     superoperator: bool = False
+    jump: bool = False
 
     def __post_init__(self):
         if self.kraus is None:
@@ -295,8 +299,8 @@ def build_program(num_qubits, primitives, observables, symbols=(), max_fused_qub
             entries = [("raw", np.concatenate(flat))]
         elif head.is_selection:
             unitary = all(np.allclose(k.conj().T @ k, np.eye(dim), atol=1e-10) for k in head.kraus)
-            gate_rows.append([SELECTION if unitary else NONUNITARY_SELECTION, slot_for(head.angle), offset,
-                              len(head.kraus)])
+            gate_type = JUMP_SELECTION if head.jump else SELECTION if unitary else NONUNITARY_SELECTION
+            gate_rows.append([gate_type, slot_for(head.angle), offset, len(head.kraus)])
             entries = [("raw", np.concatenate([_complex_to_flat(k) for k in head.kraus]))]
         for g in block.gates if head.fusable else ():
             if g.is_constant:
@@ -419,19 +423,23 @@ class KrausChoice:
 
     Attributes:
       symbol: the angle symbol whose value k (a float holding an integer in
-        [0, len(probabilities))) selects the matrix the trajectory applies.
-      probabilities: [m] the chances q_k with which to draw k.
+        [0, len(probabilities))) selects the matrix the trajectory applies;
+        for a quantum jump, a uniform u in [0, 1).
+      probabilities: [m] the chances q_k with which to draw k (None for a
+        quantum jump: the op draws k from the state with u).
       unitary: whether every selected matrix is unitary (mixed-unitary
         channels such as depolarizing noise and Pauli flips): the adjoint
         pass then needs no checkpoint of the state.
+      jump: whether it is a quantum-jump selection.
     """
 
     symbol: sympy.Symbol
-    probabilities: np.ndarray
+    probabilities: Optional[np.ndarray]
     unitary: bool
+    jump: bool = False
 
 
-def trajectory_primitives(primitives, symbol_prefix="_kraus_choice_"):
+def trajectory_primitives(primitives, symbol_prefix="_kraus_choice_", jumps=False):
     """The circuit with each channel replaced by a Kraus selection.
 
     A channel with Kraus operators K_k on d = 2^k dimensions becomes the
@@ -448,14 +456,23 @@ def trajectory_primitives(primitives, symbol_prefix="_kraus_choice_"):
     estimates unbiased: expectations and probabilities (the `Probabilities`
     op) average to rho's. The shot-based ops (`Sample`,
     `SampledExpectation`) normalize each row's distribution, which biases
-    them when a channel is not mixed-unitary (`KrausChoice.unitary` False):
-    there, draw shots from the trajectories' mean probabilities, or use the
-    density ops.
+    them when a channel is not mixed-unitary (`KrausChoice.unitary` False).
+    For them, `jumps=True` makes such channels quantum-jump selections
+    (Monte-Carlo wave functions, as TFQ's noisy backend): the op draws k with
+    probability ||K_k psi||^2 from the state psi reaching the channel and
+    keeps psi's norm, so every trajectory is a normalized state and the
+    samples of N trajectories are draws from rho. Such programs have no
+    adjoint gradient (the choices depend on the state); parameter shifts of
+    their sampled values are unbiased. Mixed-unitary channels stay Kraus
+    selections either way (their choice does not depend on the state).
 
     Args:
       primitives: the circuit's primitives (unitaries and channels).
       symbol_prefix: the channels' symbols are named prefix + index, in
         circuit order; they must not clash with the circuit's own symbols.
+      jumps: whether channels that are not mixed-unitary become
+        quantum-jump selections (for shot-based read-outs), not Kraus
+        selections.
 
     Returns:
       A list of `Primitive`s (see `trajectory_choices` for how to draw the
@@ -472,8 +489,13 @@ def trajectory_primitives(primitives, symbol_prefix="_kraus_choice_"):
         keep = weights > 1e-15 * weights.max()
         kraus, weights = kraus[keep], weights[keep]
         probabilities = weights / weights.sum()
-        out.append(Primitive(qubits=tuple(p.qubits), kraus=kraus / np.sqrt(probabilities)[:, None, None],
-                             angle=sympy.Symbol(f"{symbol_prefix}{index}"), probabilities=probabilities))
+        symbol = sympy.Symbol(f"{symbol_prefix}{index}")
+        scaled = kraus / np.sqrt(probabilities)[:, None, None]
+        mixed_unitary = all(np.allclose(k.conj().T @ k, np.eye(dim), atol=1e-10) for k in scaled)
+        if jumps and not mixed_unitary:
+            out.append(Primitive(qubits=tuple(p.qubits), kraus=kraus, angle=symbol, jump=True))
+        else:
+            out.append(Primitive(qubits=tuple(p.qubits), kraus=scaled, angle=symbol, probabilities=probabilities))
         index += 1
     return out
 
@@ -481,13 +503,15 @@ def trajectory_primitives(primitives, symbol_prefix="_kraus_choice_"):
 def trajectory_choices(primitives):
     """The `KrausChoice` of each Kraus selection of a trajectory program, in
     order: pass their symbols to `build_program` after the circuit's, and feed
-    each a value k drawn from its probabilities, per batch row
-    (`ops.density.sample_kraus_choices` does it with TF's stateless random
-    ops)."""
+    each a value k drawn from its probabilities (a quantum jump: a uniform u
+    in [0, 1)), per batch row (`ops.density.sample_kraus_choices` does it
+    with TF's stateless random ops)."""
     choices = []
     for p in primitives:
         if p.is_selection:
             dim = p.kraus.shape[1]
             unitary = all(np.allclose(k.conj().T @ k, np.eye(dim), atol=1e-10) for k in p.kraus)
-            choices.append(KrausChoice(symbol=p.angle, probabilities=np.asarray(p.probabilities), unitary=unitary))
+            probabilities = None if p.jump else np.asarray(p.probabilities)
+            choices.append(KrausChoice(symbol=p.angle, probabilities=probabilities, unitary=unitary and not p.jump,
+                                       jump=p.jump))
     return choices

@@ -194,8 +194,9 @@ def sample_kraus_choices(choices, num_rows, seed, dtype=tf.float32):
 
     Column c holds, per row, an index k drawn with probability
     `choices[c].probabilities[k]`, as a float of `dtype` (the op reads it from
-    an angle slot), independently across rows and channels. Stateless: the
-    result is a function of `seed` only.
+    an angle slot); for a quantum-jump choice, a uniform draw in [0, 1) with
+    which the op picks k from the state. Independent across rows and
+    channels; stateless: the result is a function of `seed` only.
 
     Args:
       choices: the `KrausChoice`s of `circuits.program.trajectory_choices`.
@@ -206,11 +207,22 @@ def sample_kraus_choices(choices, num_rows, seed, dtype=tf.float32):
     """
     if not choices:
         return tf.zeros(tf.stack([num_rows, 0]), dtype)
-    width = max(len(c.probabilities) for c in choices)
-    logits = np.full((len(choices), width), -np.inf)
-    for i, c in enumerate(choices):
-        p = np.asarray(c.probabilities, dtype=np.float64)
-        with np.errstate(divide="ignore"):
-            logits[i, : len(p)] = np.log(p)
-    draws = tf.random.stateless_categorical(tf.constant(logits), num_rows, seed, dtype=tf.int32)
-    return tf.cast(tf.transpose(draws), dtype)
+    selections = [i for i, c in enumerate(choices) if not c.jump]
+    jumps = [i for i, c in enumerate(choices) if c.jump]
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2)
+    columns = []
+    if selections:
+        width = max(len(choices[i].probabilities) for i in selections)
+        logits = np.full((len(selections), width), -np.inf)
+        for row, i in enumerate(selections):
+            p = np.asarray(choices[i].probabilities, dtype=np.float64)
+            with np.errstate(divide="ignore"):
+                logits[row, : len(p)] = np.log(p)
+        draws = tf.random.stateless_categorical(tf.constant(logits), num_rows, seeds[0], dtype=tf.int32)
+        columns.append(tf.cast(tf.transpose(draws), dtype))
+    if jumps:
+        # float64 draws below 1, then cast: a float32 cast may round up to 1.
+        u = tf.random.stateless_uniform(tf.stack([num_rows, len(jumps)]), seeds[1], dtype=tf.float64)
+        columns.append(tf.cast(tf.minimum(u, 1.0 - 2.0**-24), dtype))
+    order = np.argsort(selections + jumps)
+    return tf.gather(tf.concat(columns, axis=1), order, axis=1)
