@@ -193,7 +193,7 @@ class ProgramTensors:
     """The op's program inputs as numpy arrays, plus the angle expressions."""
 
     num_qubits: np.ndarray  # int32 scalar
-    block_meta: np.ndarray  # int32 [NB, 7]
+    block_meta: np.ndarray  # int32 [NB, 7], or [NB, 8] for a density program with a 4-qubit block
     gate_meta: np.ndarray  # int32 [NG, 4]
     gate_data: np.ndarray  # float64 [D]
     pauli_masks: np.ndarray  # int64 [O, T, 2]
