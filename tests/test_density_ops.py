@@ -25,7 +25,7 @@ from qkeras_hybrid.circuits.program import (
 from qkeras_hybrid.ops import density as D
 from qkeras_hybrid.ops import measure as M
 
-from conftest import central_fd, random_cirq_circuit, random_pauli_sum
+from conftest import central_fd, random_cirq_circuit, random_pauli_sum, run_fresh_python
 
 
 def random_kraus_channel(rng, num_qubits, count):
@@ -447,6 +447,40 @@ def test_tf_function_unknown_shapes_and_saved_model(tmp_path):
     np.testing.assert_array_equal(e, e2)
     np.testing.assert_array_equal(g, g2)
     np.testing.assert_array_equal(p, p2)
+
+
+def test_reloaded_saved_model_is_differentiable_in_a_fresh_process(tmp_path):
+    """`import qkeras_hybrid` registers the density ops' gradients (TF looks
+    them up by op type when a reloaded function is differentiated)."""
+    _, case, values = random_case(901, n=2, batch=3)
+    program = [tf.constant(x) for x in case.inputs]
+    num_angles = case.angles(values, tf.float64).shape[1]
+
+    class Module(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, num_angles], tf.float64)])
+        def run(self, a):
+            return D.density_expectation(*program, a)
+
+    tf.saved_model.save(Module(), str(tmp_path / "m"))
+    angles = case.angles(values, tf.float64)
+    with tf.GradientTape() as tape:
+        tape.watch(angles)
+        e = D.density_expectation(*program, angles)
+    expected = tape.gradient(e, angles).numpy()
+    np.save(tmp_path / "angles.npy", angles.numpy())
+    out = run_fresh_python(f"""
+        import numpy as np, tensorflow as tf
+        import qkeras_hybrid
+        m = tf.saved_model.load({str(tmp_path / "m")!r})
+        a = tf.constant(np.load({str(tmp_path / "angles.npy")!r}))
+        with tf.GradientTape() as tape:
+            tape.watch(a)
+            e = m.run(a)
+        np.save({str(tmp_path / "grad.npy")!r}, tape.gradient(e, a).numpy())
+        print("ok")
+    """)
+    assert "ok" in out
+    np.testing.assert_allclose(np.load(tmp_path / "grad.npy"), expected, atol=1e-12)
 
 
 # --------------------------------------------------------------- size, memory

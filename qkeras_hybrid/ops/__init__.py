@@ -290,3 +290,9 @@ def _is_zero_gradient(grad):
         value = tf.get_static_value(op.inputs[1] if op.type == "Fill" else grad)
         return value is not None and not np.any(value)
     return False
+
+
+# The measurement and density ops' modules register their gradients: imported
+# with the package, a SavedModel reloaded in a fresh process can be
+# differentiated (TF looks gradients up by op type).
+from qkeras_hybrid.ops import density, measure  # noqa: E402,F401
