@@ -12,6 +12,13 @@ multi-worker run needs around it:
   (keras-team/keras#20585). Two small functions of the trainer are wrapped so
   that `fit`, `evaluate` and `predict` work there; nothing changes for other
   strategies.
+* `enable_per_replica_seeds()`, called on import: Keras's
+  `keras.random.SeedGenerator` hands every replica the same seed, so
+  `Dropout`, sampled quantum layers (`shots=`), `SampleLayer` and noisy
+  trajectories drew the same random numbers on every replica and worker
+  (for different data). Seeds drawn inside a replica of a multi-replica
+  strategy now have the replica's id folded in, as `tf.random.Generator`
+  does under a strategy; single-device runs are unchanged.
 * `BackupAndRestore`: `keras.callbacks.BackupAndRestore` made safe for several
   workers, so a job whose worker dies is restarted and resumes from the last
   completed epoch.
@@ -47,6 +54,7 @@ import tensorflow as tf
 __all__ = [
     "BackupAndRestore",
     "enable_multi_worker_fit",
+    "enable_per_replica_seeds",
     "free_ports",
     "is_multi_worker",
     "launch_local",
@@ -175,6 +183,83 @@ def enable_multi_worker_fit():
     if not hasattr(reduce_fn, "_qkeras_hybrid_original"):
         tf_trainer.reduce_per_replica = _wrap_reduce_per_replica(reduce_fn)
     return True
+
+
+# ------------------------------------------- random streams per replica
+
+
+def _replica_id():
+    """This replica's index among all replicas in sync (an int32 scalar), or None outside a multi-replica step.
+
+    Under `MultiWorkerMirroredStrategy` the index counts the replicas of all
+    workers, so it differs between workers too.
+    """
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync <= 1:  # cross-replica context, or one replica
+        return None
+    return context.replica_id_in_sync_group
+
+
+def _wrap_seed_generator_next(original):
+    def next(self, ordered=True):
+        seed = original(self, ordered=ordered)
+        replica = _replica_id()
+        if replica is None or not tf.is_tensor(seed):
+            return seed
+        # A SeedGenerator's state is a mirrored variable: every replica holds
+        # and advances the same value, so without this every replica would
+        # draw the same dropout masks, shots and trajectories, and the
+        # all-reduced gradient would carry the noise of one replica instead
+        # of the global batch's. Hashing the replica id into the seed is what
+        # `tf.random.Generator` does under a strategy; the state itself stays
+        # the same on every replica (it is saved from the first one).
+        return tf.random.experimental.stateless_fold_in(seed, tf.cast(replica, seed.dtype))
+
+    next._qkeras_hybrid_original = original
+    return next
+
+
+def enable_per_replica_seeds(enabled=True):
+    """Gives each replica of a `tf.distribute` strategy its own random stream.
+
+    Keras layers draw their random numbers from a
+    `keras.random.SeedGenerator`, whose state is a variable that a strategy
+    mirrors: every replica (and every worker of a
+    `MultiWorkerMirroredStrategy`) reads and advances the same seed. So
+    `keras.layers.Dropout`, the shot noise of `QuantumLayer(shots=...)`,
+    `ProbabilityLayer(shots=...)` and `QuantumConv2D(shots=...)`, the samples
+    of `SampleLayer` and noisy trajectories (`simulation="trajectories"`) are
+    the same on every replica for the same inputs: the replicas' noise is
+    fully correlated, and the averaged gradient is as noisy as one replica's
+    instead of the global batch's.
+
+    This wraps `keras.random.SeedGenerator.next` so that a seed drawn inside a
+    replica of a strategy with more than one replica in sync has the
+    replica's id (`replica_id_in_sync_group`, global across workers) folded
+    in with `tf.random.experimental.stateless_fold_in`, the way
+    `tf.random.Generator` separates replicas. Runs stay reproducible: a fixed
+    seed gives the same draws on the same replica. Outside such a replica
+    (no strategy, one replica, cross-replica code such as variable
+    initializers) `next` returns exactly what Keras's returns, so
+    single-device runs are bit-identical with and without it.
+
+    `import qkeras_hybrid` calls this; calling it again does nothing.
+
+    Args:
+      enabled: False restores Keras's own `SeedGenerator.next` (the same
+        seed on every replica).
+
+    Returns:
+      Whether per-replica seeds are now on.
+    """
+    generator_class = keras.random.SeedGenerator
+    current = generator_class.next
+    original = getattr(current, "_qkeras_hybrid_original", None)
+    if enabled and original is None:
+        generator_class.next = _wrap_seed_generator_next(current)
+    elif not enabled and original is not None:
+        generator_class.next = original
+    return bool(enabled)
 
 
 # ------------------------------------------------------ fault tolerance
@@ -442,3 +527,4 @@ def launch_local(
 
 
 enable_multi_worker_fit()
+enable_per_replica_seeds()
