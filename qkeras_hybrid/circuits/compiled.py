@@ -287,14 +287,15 @@ class CompiledCircuit:
         return sampled_with_gradient(gate_angles, seed, sampled, exact_gradient, per_gate["eigenvalues"],
                                      differentiator, self.num_observables)
 
-    def probabilities(self, symbol_values, qubit_indices, dtype=tf.float32):
+    def probabilities(self, symbol_values, qubit_indices, dtype=tf.float32, seed=None):
         """Exact marginal probabilities [B, 2**k] of register qubits `qubit_indices`
-        (the first most significant), readout errors included; differentiable."""
+        (the first most significant), readout errors included; differentiable.
+        A noisy circuit run as trajectories estimates them, drawing from `seed`."""
         from qkeras_hybrid.ops import measure
 
         values = self._symbol_values(symbol_values, dtype)
         if self.noisy is not None:
-            return self.noisy.probabilities(values, qubit_indices)
+            return self.noisy.probabilities(values, qubit_indices, seed)
         return measure.probabilities(self._program_inputs, self.angles(values), qubit_indices)
 
     def sample(self, symbol_values, qubit_indices, shots, seed, dtype=tf.float32):

@@ -12,8 +12,12 @@ A `NoisyProgram` runs a circuit whose lowered primitives contain channels
   average over picks is the channel (`program.trajectory_primitives`). Each
   trajectory is then an ordinary (non-unitary) state-vector run, whose
   `<psi|O|psi>` is an unbiased estimate of tr(O rho), and whose adjoint
-  gradient an unbiased estimate of its gradient. Picks are drawn by
-  stateless TF random ops from a seed the layer advances.
+  gradient an unbiased estimate of its gradient. Probabilities are the mean
+  of |psi_t|^2 the same way (unbiased, with adjoint gradients). Samples come
+  from quantum-jump trajectories instead (`trajectory_primitives(...,
+  jumps=True)`: normalized states, so a shot of a random trajectory is
+  exactly a draw from diag(rho)). Picks are drawn by stateless TF random ops
+  from a seed the layer advances.
 - `"auto"`: the density matrix up to `AUTO_DENSITY_MAX_QUBITS` qubits (a
   2n-qubit vector: 128 MiB per batch row in float32 at 12 qubits), then
   trajectories.
@@ -75,6 +79,47 @@ def confuse(probabilities, readout, qubit_indices):
     return tf.reshape(p, tf.shape(probabilities))
 
 
+def flip_readout(bits, readout, qubit_indices, seed):
+    """Samples [B, shots, k] (bit j = register qubit qubit_indices[j]) with each bit flipped
+    by its qubit's readout error: 0 -> 1 with probability readout[q, 0], 1 -> 0 with readout[q, 1]."""
+    rates = np.asarray(readout, np.float64)[list(qubit_indices)]
+    if not rates.any():
+        return bits
+    flip = tf.where(bits == 0, tf.constant(rates[:, 0]), tf.constant(rates[:, 1]))
+    draws = tf.random.stateless_uniform(tf.shape(bits), tf.cast(seed, tf.int64), dtype=tf.float64)
+    return tf.bitwise.bitwise_xor(bits, tf.cast(draws < flip, bits.dtype))
+
+
+class _TrajectoryProgram:
+    """A pure program whose channels are Kraus selections (or quantum jumps), and the picks it reads.
+
+    Args:
+      primitives, num_qubits, terms, symbols: as `NoisyProgram` takes them.
+      jumps: as `program.trajectory_primitives` takes it.
+    """
+
+    def __init__(self, primitives, num_qubits, terms, symbols, jumps):
+        selected = program_lib.trajectory_primitives(primitives, jumps=jumps)
+        self.choices = program_lib.trajectory_choices(selected)
+        self.num_symbols = len(symbols)
+        self.program = build_program(num_qubits, selected, terms, list(symbols) + [c.symbol for c in self.choices])
+        self.angle_map = AngleMap(self.program.angle_exprs, symbols)
+        with tf.init_scope():
+            self.inputs = tuple(tf.constant(a) for a in self.program.as_tuple())
+
+    def angles(self, values, copies, seed):
+        """Angles [copies * B, S + C + E]: row t * B + b is trajectory t of batch row b, with
+        each channel's pick in the slots after the symbols' (`build_program`'s order)."""
+        angles = self.angle_map(values)
+        tiled = tf.tile(angles, [copies, 1]) if copies > 1 else angles
+        if not self.choices:
+            return tiled
+        picks = _density_ops().sample_kraus_choices(self.choices, tf.shape(tiled)[0], tf.cast(seed, tf.int64),
+                                                    angles.dtype)
+        num_symbols = self.num_symbols
+        return tf.concat([tiled[:, :num_symbols], tf.stop_gradient(picks), tiled[:, num_symbols:]], axis=1)
+
+
 class NoisyProgram:
     """The density-matrix or trajectory program of a noisy circuit.
 
@@ -100,14 +145,16 @@ class NoisyProgram:
         if self.simulation == "density_matrix":
             program = build_program(2 * num_qubits, program_lib.density_primitives(self._primitives, num_qubits),
                                     terms, self.symbols)
+            self.angle_map = AngleMap(program.angle_exprs, self.symbols)
+            with tf.init_scope():
+                self.program_inputs = tuple(tf.constant(a) for a in program.as_tuple())
         else:
-            selected = program_lib.trajectory_primitives(self._primitives)
-            self._choices = program_lib.trajectory_choices(selected)
-            program = build_program(num_qubits, selected, terms, self.symbols + [c.symbol for c in self._choices])
+            self._trajectory = _TrajectoryProgram(self._primitives, num_qubits, terms, self.symbols, jumps=False)
+            program, self.angle_map = self._trajectory.program, self._trajectory.angle_map
+            self.program_inputs = self._trajectory.inputs
+            self._jumps = None  # the quantum-jump program, built for the first samples
         self.program = program
-        self.angle_map = AngleMap(program.angle_exprs, self.symbols)
         with tf.init_scope():
-            self.program_inputs = tuple(tf.constant(a) for a in program.as_tuple())
             self._readout = tf.constant(self.readout)
         self._per_gate = None
 
@@ -115,6 +162,27 @@ class NoisyProgram:
     def needs_seed(self):
         """Whether exact expectations draw random numbers (trajectories)."""
         return self.simulation == "trajectories"
+
+    def _copies(self, wanted):
+        """Trajectories to run per batch row: without channels (readout errors only) they are all one."""
+        return wanted if self._trajectory.choices else 1
+
+    @staticmethod
+    def _require_seed(seed):
+        if seed is None:
+            raise ValueError("Trajectories need a seed (an int64 [2] tensor)")
+        return seed
+
+    def _jump_program(self):
+        """The trajectory program for shots: channels that are not mixed-unitary become quantum
+        jumps (normalized states, so each shot is a draw from rho); the same program if none is."""
+        if self._jumps is None:
+            if all(c.unitary for c in self._trajectory.choices):
+                self._jumps = self._trajectory
+            else:
+                self._jumps = _TrajectoryProgram(self._primitives, self.num_qubits, self._terms, self.symbols,
+                                                 jumps=True)
+        return self._jumps
 
     def _require_density(self, what):
         if self.simulation != "density_matrix":
@@ -128,38 +196,63 @@ class NoisyProgram:
         """tr(O_o rho) [B, O] (density matrix), or its trajectory estimate; differentiable."""
         if self.simulation == "density_matrix":
             return _density_ops().density_expectation(*self.program_inputs, self.angle_map(values))
-        if seed is None:
-            raise ValueError("Trajectories need a seed (an int64 [2] tensor)")
+        if self._trajectory.choices:
+            self._require_seed(seed)
         from qkeras_hybrid import ops
 
-        outputs = ops.expectation(*self.program_inputs, self._trajectory_angles(values, seed))
-        return tf.reduce_mean(tf.reshape(outputs, [self.trajectories, -1, self.num_observables]), axis=0)
+        copies = self._copies(self.trajectories)
+        outputs = ops.expectation(*self.program_inputs, self._trajectory.angles(values, copies, seed))
+        return tf.reduce_mean(tf.reshape(outputs, [copies, -1, self.num_observables]), axis=0)
 
-    def _trajectory_angles(self, values, seed):
-        """Angles [T * B, S + C + E]: row t * B + b is trajectory t of batch row b, with
-        each channel's Kraus pick in the slots after the symbols' (`build_program`'s order)."""
-        angles = self.angle_map(values)
-        tiled = tf.tile(angles, [self.trajectories, 1])
-        if not self._choices:
-            return tiled
-        picks = _density_ops().sample_kraus_choices(self._choices, tf.shape(tiled)[0], tf.cast(seed, tf.int64),
-                                                    angles.dtype)
-        num_symbols = len(self.symbols)
-        return tf.concat([tiled[:, :num_symbols], tf.stop_gradient(picks), tiled[:, num_symbols:]], axis=1)
+    def probabilities(self, values, qubit_indices, seed=None):
+        """Marginal probabilities [B, 2**k] with readout errors; differentiable.
 
-    def probabilities(self, values, qubit_indices):
-        """Exact marginal probabilities [B, 2**k] with readout errors; differentiable."""
-        self._require_density("Probabilities")
-        p = _density_ops().density_probabilities(*self.program_inputs, self.angle_map(values), qubit_indices)
+        Exact from the density matrix; with trajectories, the mean of |psi_t|^2
+        over them (fixed-probability Kraus picks drawn from `seed`, so each
+        trajectory's values and adjoint gradient are unbiased, as `expectation`'s).
+        """
+        if self.simulation == "density_matrix":
+            p = _density_ops().density_probabilities(*self.program_inputs, self.angle_map(values), qubit_indices)
+            return confuse(p, self.readout, qubit_indices)
+        from qkeras_hybrid.ops import measure
+
+        if self._trajectory.choices:
+            self._require_seed(seed)
+        copies = self._copies(self.trajectories)
+        p = measure.probabilities(self.program_inputs, self._trajectory.angles(values, copies, seed), qubit_indices)
+        p = tf.reduce_mean(tf.reshape(p, [copies, -1, 2 ** len(qubit_indices)]), axis=0)
         return confuse(p, self.readout, qubit_indices)
 
     # --- sampled values -----------------------------------------------------------------------------------
 
     def sample(self, values, qubit_indices, shots, seed):
-        """int32 [B, shots, k] measured bits, readout errors included; no gradient."""
-        self._require_density("Samples")
-        angles = tf.stop_gradient(self.angle_map(values))
-        return _density_ops().density_sample(*self.program_inputs, angles, qubit_indices, shots, seed, self._readout)
+        """int32 [B, shots, k] measured bits, readout errors included; no gradient.
+
+        With trajectories, shots come from min(shots, trajectories) quantum-jump
+        trajectories per batch row, ceil(shots / that) from each: shot s is draw
+        s // T of trajectory s % T. Each trajectory is a normalized state drawn
+        so that the mixture of them is rho, so every shot is exactly a draw from
+        rho's distribution (unbiased frequencies); shots of one trajectory are
+        correlated, so with shots > trajectories frequencies spread more than
+        multinomially (independent shots: trajectories >= shots).
+        """
+        if self.simulation == "density_matrix":
+            angles = tf.stop_gradient(self.angle_map(values))
+            return _density_ops().density_sample(*self.program_inputs, angles, qubit_indices, shots, seed,
+                                                 self._readout)
+        from qkeras_hybrid.ops import measure
+
+        picks_seed, shots_seed, readout_seed = tf.unstack(
+            tf.random.experimental.stateless_split(tf.cast(self._require_seed(seed), tf.int64), 3))
+        program = self._jump_program()
+        copies = self._copies(min(shots, self.trajectories))
+        per_copy = -(-shots // copies)
+        angles = tf.stop_gradient(program.angles(values, copies, picks_seed))
+        bits = measure.sample(program.inputs, angles, qubit_indices, per_copy, shots_seed)  # [copies * B, per_copy, k]
+        k = len(qubit_indices)
+        bits = tf.transpose(tf.reshape(bits, [copies, -1, per_copy, k]), [1, 2, 0, 3])
+        bits = tf.reshape(bits, [-1, per_copy * copies, k])[:, :shots]
+        return flip_readout(bits, self.readout, qubit_indices, readout_seed)
 
     def sampled_expectation(self, values, shots, seed, differentiator):
         """Sampled <O_o> [B, O] (readout errors included), with the gradient `differentiator` estimates."""

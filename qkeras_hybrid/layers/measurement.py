@@ -28,10 +28,14 @@ from keras.src.utils import naming
 from qkeras_hybrid import noise as noise_lib
 from qkeras_hybrid.backends._validation import check_num_qubits
 from qkeras_hybrid.circuits import compiled as compiled_lib
+from qkeras_hybrid.circuits import noisy as noisy_lib
 from qkeras_hybrid.circuits import serialization
 from qkeras_hybrid.circuits.compiled import CompiledCircuit, cirq_to_native_order
 from qkeras_hybrid.layers import _checks
-from qkeras_hybrid.layers.quantum_layer import QuantumLayer, resolve_symbols
+from qkeras_hybrid.layers.quantum_layer import QuantumLayer, noise_config, resolve_symbols
+
+
+_SEED_STATE_KEY = "seed_state"  # the seed generator's state in a `.keras` file's weights
 
 
 def _measure_ops():
@@ -111,16 +115,22 @@ class _MeasurementLayer(keras.layers.Layer):
         regularizer=None,
         constraint=None,
         noise=None,
+        simulation="auto",
+        trajectories=None,
         **kwargs,
     ):
         _checks.require_tensorflow_backend(self)
+        layer = type(self).__name__
+        self.simulation, self.trajectories = noisy_lib.check_simulation(simulation, trajectories, layer)
+        if not self._takes_noise and (simulation != "auto" or trajectories is not None):
+            raise ValueError(f"{layer}: simulation= and trajectories= are for noisy circuits, which {layer} does "
+                             f"not take (got simulation={simulation!r}, trajectories={trajectories!r})")
         circuit = serialization.circuit_from_config(circuit)
         is_qiskit = compiled_lib.is_qiskit_circuit(circuit)
         if qubits is not None:
             qubits = [serialization.qubit_from_config(q) for q in qubits]
         register = _register(circuit, qubits)
         num_qubits = circuit.num_qubits if is_qiskit else len(register)
-        layer = type(self).__name__
         if num_qubits == 0:
             raise ValueError(f"{layer}: the circuit has no qubits")
         check_num_qubits(num_qubits, "native", layer)
@@ -150,11 +160,12 @@ class _MeasurementLayer(keras.layers.Layer):
         self.input_symbols, self.weight_symbols = resolve_symbols(circuit, input_symbols, weight_symbols)
         symbols = [compiled_lib._symbol(s) for s in self.input_symbols + self.weight_symbols]
         self.noise = noise_lib.resolve(noise, num_qubits)
-        # Measurements of a noisy circuit come from its density matrix (2n qubits).
+        # Measurements of a noisy circuit come from its density matrix (2n qubits) or from trajectories.
         self.compiled = CompiledCircuit(
             circuit, _placeholder_observable(circuit, register), symbols=symbols, qubits=register,
-            noise=self.noise, simulation="density_matrix",
+            noise=self.noise, simulation=self.simulation, trajectories=self.trajectories,
         )
+        self._noisy = self.compiled.noisy
         if self.compiled.noisy is not None and not self._takes_noise:
             raise ValueError(f"{layer}: the circuit has channels (noise), so it has no state vector; use "
                              "ProbabilityLayer or SampleLayer (density-matrix simulation) instead")
@@ -191,6 +202,23 @@ class _MeasurementLayer(keras.layers.Layer):
     def _next_seed(self):
         return self._seed_generator.next()
 
+    @property
+    def _runs_trajectories(self):
+        return self._noisy is not None and self._noisy.needs_seed
+
+    # Keras saves a layer's own variables, not its SeedGenerator's state: without these a layer
+    # loaded from a `.keras` file would restart its sequence at `seed` instead of continuing it.
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        if hasattr(self, "_seed_generator"):
+            store[_SEED_STATE_KEY] = self._seed_generator.state
+
+    def load_own_variables(self, store):
+        keys = list(store.keys())
+        if _SEED_STATE_KEY in keys and hasattr(self, "_seed_generator"):
+            self._seed_generator.state.assign(store[_SEED_STATE_KEY])
+        super().load_own_variables({k: store[k] for k in keys if k != _SEED_STATE_KEY})
+
     def compute_output_spec(self, inputs):
         return keras.KerasTensor(self.compute_output_shape(inputs.shape), dtype=self._output_dtype())
 
@@ -213,8 +241,15 @@ class _MeasurementLayer(keras.layers.Layer):
             config["qubits"] = None if self.qubits is None else [serialization.qubit_to_config(q)
                                                                  for q in self.qubits]
         if self._takes_noise:
-            config["noise"] = None if self.noise is None else self.noise.get_config()
+            config.update(noise_config(self.noise, self.simulation, self.trajectories))
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        if cls._takes_noise and config.get("noise") is not None and "simulation" not in config:
+            # Saved before simulation= existed, when noisy measurements always ran the density matrix.
+            config = {**config, "simulation": "density_matrix"}
+        return super().from_config(config)
 
 
 @keras.saving.register_keras_serializable(package="qkeras_hybrid")
@@ -233,6 +268,17 @@ class ProbabilityLayer(_MeasurementLayer):
     per batch row (multiples of 1/N), which have no gradient: asking for one
     raises an error.
 
+    A noisy circuit run as trajectories (`simulation="trajectories"`, or
+    `"auto"` above 12 qubits) gives, with `shots=None`, the mean of
+    `|psi_t|^2` over `trajectories` trajectories per batch row: each channel
+    applies one of its Kraus operators K_k, picked with a probability q_k
+    fixed in advance and rescaled by 1/sqrt(q_k) (as `QuantumLayer`'s
+    trajectories), so the estimate and its adjoint gradient are unbiased.
+    The states are not renormalized (that would bias them), so a row sums
+    to 1 only on average, except for mixed-unitary noise (depolarizing,
+    Pauli flips), where every trajectory is normalized. With `shots=N`,
+    the frequencies of `SampleLayer`'s trajectory shots.
+
     Args:
       circuit: a `cirq.Circuit` with sympy symbols, or a
         `qiskit.QuantumCircuit` with `Parameter`s.
@@ -248,14 +294,20 @@ class ProbabilityLayer(_MeasurementLayer):
         batch row.
       noise: None, or a noise model as `QuantumLayer` takes it (a
         `cirq.NoiseModel`, a per-gate table, a `qiskit_aer.noise.NoiseModel`);
-        channels in the circuit count too. Simulated exactly as a density
-        matrix (2n qubits: practical up to about 12). Readout errors apply to
-        the probabilities (and to each shot).
-      seed: with `shots`: an int for a reproducible sequence of outputs (the
-        same in a fresh process), or None (a different one every run). The
-        seed state is a `keras.random.SeedGenerator` variable advanced once
-        per call; `.keras` files and SavedModels save it, so a reloaded model
-        continues the sequence where the saved one stood.
+        channels in the circuit count too. Readout errors apply to the
+        probabilities (and to each shot).
+      simulation: for a noisy circuit: `"density_matrix"` (exact: rho as a
+        vector on 2n qubits), `"trajectories"` (unbiased Monte-Carlo
+        estimates, see above) or `"auto"` (the default: the density matrix
+        up to 12 qubits, then trajectories).
+      trajectories: trajectories per batch row (default 100). The standard
+        error of a probability p is at most sqrt(p (1 - p) / trajectories)
+        for mixed-unitary noise; damping channels can add some.
+      seed: with `shots` or trajectories: an int for a reproducible sequence
+        of outputs (the same in a fresh process), or None (a different one
+        every run). The seed state is a `keras.random.SeedGenerator` variable
+        advanced once per call; `.keras` files and SavedModels save it, so a
+        reloaded model continues the sequence where the saved one stood.
       initializer: initializer of the weights (default uniform in [0, 2 pi)).
       regularizer: optional regularizer of the weights.
       constraint: optional constraint of the weights.
@@ -284,13 +336,14 @@ class ProbabilityLayer(_MeasurementLayer):
         self.seed = _check_seed(seed, layer)
         super().__init__(circuit, qubits=qubits, input_symbols=input_symbols, weight_symbols=weight_symbols,
                          **kwargs)
-        if self.shots is not None:
+        if self.shots is not None or self._runs_trajectories:
             self._seed_generator = keras.random.SeedGenerator(self.seed, name="seed_generator")
 
     def call(self, inputs):
         values = self._values(inputs)
         if self.shots is None:
-            probabilities = self.compiled.probabilities(values, self._qubit_indices, dtype=values.dtype)
+            seed = self._next_seed() if self._runs_trajectories else None
+            probabilities = self.compiled.probabilities(values, self._qubit_indices, dtype=values.dtype, seed=seed)
         else:
             bits = self.compiled.sample(values, self._qubit_indices, self.shots, self._next_seed(),
                                         dtype=values.dtype)
@@ -345,8 +398,22 @@ class SampleLayer(_MeasurementLayer):
         is a `keras.random.SeedGenerator` variable advanced once per call;
         `.keras` files and SavedModels save it, so a reloaded model continues
         the sequence where the saved one stood.
-      noise: as `ProbabilityLayer`'s: samples drawn from the density matrix,
-        each bit flipped by the readout errors.
+      noise: as `ProbabilityLayer`'s: samples drawn from the density matrix
+        or from trajectories, each bit flipped by the readout errors.
+      simulation: for a noisy circuit: `"density_matrix"` (independent
+        shots from the exact rho), `"trajectories"` or `"auto"` (the
+        default: the density matrix up to 12 qubits, then trajectories).
+        Trajectories are quantum-jump (Monte-Carlo wave function) ones: each
+        channel applies K_k with probability ||K_k psi||^2 and renormalizes,
+        so a trajectory is a pure state drawn such that their mixture is rho,
+        and a shot of a random trajectory is exactly a draw from rho. Each
+        batch row runs min(shots, trajectories) of them and takes
+        ceil(shots / that) shots from each (shot s from trajectory s mod T):
+        every shot, and so every frequency, is unbiased; with shots <=
+        trajectories the shots are independent, as from the density matrix,
+        otherwise shots of one trajectory are correlated and frequencies
+        spread a little more.
+      trajectories: the most trajectories per batch row (default 100).
       initializer, regularizer, constraint: of the weights.
 
     Input shape:
