@@ -114,6 +114,8 @@ class _TrajectoryProgram:
         tiled = tf.tile(angles, [copies, 1]) if copies > 1 else angles
         if not self.choices:
             return tiled
+        if seed is None:
+            raise ValueError("Trajectories need a seed (an int64 [2] tensor)")
         picks = _density_ops().sample_kraus_choices(self.choices, tf.shape(tiled)[0], tf.cast(seed, tf.int64),
                                                     angles.dtype)
         num_symbols = self.num_symbols
@@ -167,12 +169,6 @@ class NoisyProgram:
         """Trajectories to run per batch row: without channels (readout errors only) they are all one."""
         return wanted if self._trajectory.choices else 1
 
-    @staticmethod
-    def _require_seed(seed):
-        if seed is None:
-            raise ValueError("Trajectories need a seed (an int64 [2] tensor)")
-        return seed
-
     def _jump_program(self):
         """The trajectory program for shots: channels that are not mixed-unitary become quantum
         jumps (normalized states, so each shot is a draw from rho); the same program if none is."""
@@ -196,8 +192,6 @@ class NoisyProgram:
         """tr(O_o rho) [B, O] (density matrix), or its trajectory estimate; differentiable."""
         if self.simulation == "density_matrix":
             return _density_ops().density_expectation(*self.program_inputs, self.angle_map(values))
-        if self._trajectory.choices:
-            self._require_seed(seed)
         from qkeras_hybrid import ops
 
         copies = self._copies(self.trajectories)
@@ -216,8 +210,6 @@ class NoisyProgram:
             return confuse(p, self.readout, qubit_indices)
         from qkeras_hybrid.ops import measure
 
-        if self._trajectory.choices:
-            self._require_seed(seed)
         copies = self._copies(self.trajectories)
         p = measure.probabilities(self.program_inputs, self._trajectory.angles(values, copies, seed), qubit_indices)
         p = tf.reduce_mean(tf.reshape(p, [copies, -1, 2 ** len(qubit_indices)]), axis=0)
@@ -242,14 +234,17 @@ class NoisyProgram:
                                                  self._readout)
         from qkeras_hybrid.ops import measure
 
+        if seed is None:
+            raise ValueError("Samples need a seed (an int64 [2] tensor)")
         picks_seed, shots_seed, readout_seed = tf.unstack(
-            tf.random.experimental.stateless_split(tf.cast(self._require_seed(seed), tf.int64), 3))
+            tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 3))
         program = self._jump_program()
         copies = self._copies(min(shots, self.trajectories))
         per_copy = -(-shots // copies)
         angles = tf.stop_gradient(program.angles(values, copies, picks_seed))
-        bits = measure.sample(program.inputs, angles, qubit_indices, per_copy, shots_seed)  # [copies * B, per_copy, k]
+        bits = measure.sample(program.inputs, angles, qubit_indices, per_copy, shots_seed)
         k = len(qubit_indices)
+        # [copies * B, per_copy, k] -> [B, per_copy * copies, k]: shot j * copies + t is draw j of trajectory t.
         bits = tf.transpose(tf.reshape(bits, [copies, -1, per_copy, k]), [1, 2, 0, 3])
         bits = tf.reshape(bits, [-1, per_copy * copies, k])[:, :shots]
         return flip_readout(bits, self.readout, qubit_indices, readout_seed)

@@ -7,14 +7,18 @@ Bit order: Cirq's. The first listed qubit is the most significant bit of a
 basis-state index (`ProbabilityLayer`, `StateLayer`), and bit `j` of a
 sample is `qubits[j]` (`SampleLayer`), as `cirq.Simulator` and TFQ have it.
 
-Randomness: a layer that samples owns a `keras.random.SeedGenerator`, whose
-state (an int64 `[2]` variable) is the seed of each call and advances by one
-per call, eagerly, in a `tf.function`, in `fit` and in an exported
-SavedModel. `seed=int` gives the same sequence of outputs in a fresh
-process; `seed=None` a different one every run. The state is a (non-
-trainable) variable of the layer, so it is saved in `.keras` files and
-SavedModels: a reloaded model continues the sequence where the saved one
-stood, whatever `seed` was.
+Randomness: a layer that samples or runs trajectories owns a
+`keras.random.SeedGenerator`, whose state (an int64 `[2]` variable) is the
+seed of each call and advances by one per call, eagerly, in a `tf.function`,
+in `fit` and in an exported SavedModel. `seed=int` gives the same sequence of
+outputs in a fresh process; `seed=None` a different one every run. The state
+is a (non-trainable) variable of the layer, saved in SavedModels and (by
+`save_own_variables`, as Keras saves no seed generator's state) in `.keras`
+files: a reloaded model continues the sequence where the saved one stood,
+whatever `seed` was.
+
+Noise: a noisy circuit runs as a density matrix (exact) or as trajectories
+(`simulation=`, as `QuantumLayer`): see `qkeras_hybrid.circuits.noisy`.
 """
 
 import math
