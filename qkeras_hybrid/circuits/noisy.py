@@ -61,6 +61,33 @@ def resolve_simulation(simulation, num_qubits):
     return simulation
 
 
+def check_density_memory(noisy, where):
+    """ValueError when `noisy` (a `NoisyProgram` or None) holds a density matrix too large to simulate here.
+
+    rho on n qubits is a vector on 2n qubits, which the native op refuses at
+    run time past its memory limit; layers call this when constructed, with
+    the limit they apply to state vectors (`backends._validation`).
+    """
+    if noisy is None or noisy.simulation != "density_matrix":
+        return
+    from qkeras_hybrid.backends import _validation  # not at import: the backends import this module
+
+    memory = _validation.physical_memory_bytes()
+    limit = _validation.max_qubits("native", memory)
+    n = noisy.num_qubits
+    if limit is None or 2 * n <= limit:
+        return
+    per_amplitude = _validation.BYTES_PER_AMPLITUDE["native"]
+    raise ValueError(
+        f"{where}: simulation='density_matrix' on {n} qubits simulates rho as a vector on {2 * n} qubits: about "
+        f"{_validation._gib(per_amplitude * 2.0 ** (2 * n))} of state vectors ({per_amplitude} bytes per amplitude), "
+        f"more than the {_validation._gib(_validation.MEMORY_FRACTION * memory)} the native simulator may use "
+        f"({_validation.MEMORY_FRACTION:.0%} of this machine's {_validation._gib(memory)}); at most {limit // 2} "
+        f"qubits fit as a density matrix. Use simulation='trajectories' (or 'auto', which switches to them above "
+        f"{AUTO_DENSITY_MAX_QUBITS} qubits)."
+    )
+
+
 def confuse(probabilities, readout, qubit_indices):
     """Probabilities [B, 2**k] (first measured qubit most significant) seen through
     per-qubit readout errors: P(read j) = sum_i A[j, i] P(i), A_q = [[1-p01, p10], [p01, 1-p10]]."""

@@ -13,7 +13,7 @@ seed of each call and advances by one per call, eagerly, in a `tf.function`,
 in `fit` and in an exported SavedModel. `seed=int` gives the same sequence of
 outputs in a fresh process; `seed=None` a different one every run. The state
 is a (non-trainable) variable of the layer, saved in SavedModels and (by
-`save_own_variables`, as Keras saves no seed generator's state) in `.keras`
+`_seeds.SeedStateMixin`, as Keras saves no seed generator's state) in `.keras`
 files: a reloaded model continues the sequence where the saved one stood,
 whatever `seed` was.
 
@@ -36,10 +36,8 @@ from qkeras_hybrid.circuits import noisy as noisy_lib
 from qkeras_hybrid.circuits import serialization
 from qkeras_hybrid.circuits.compiled import CompiledCircuit, cirq_to_native_order
 from qkeras_hybrid.layers import _checks
+from qkeras_hybrid.layers._seeds import SeedStateMixin
 from qkeras_hybrid.layers.quantum_layer import QuantumLayer, noise_config, resolve_symbols
-
-
-_SEED_STATE_KEY = "seed_state"  # the seed generator's state in a `.keras` file's weights
 
 
 def _measure_ops():
@@ -103,7 +101,7 @@ def _without_gradient(layer_name, angles, outputs):
     return attach(angles, outputs)
 
 
-class _MeasurementLayer(keras.layers.Layer):
+class _MeasurementLayer(SeedStateMixin, keras.layers.Layer):
     """Base: a circuit's symbols fed by inputs and weights, compiled for the native simulator."""
 
     _takes_qubits = True  # StateLayer returns the whole register
@@ -170,6 +168,7 @@ class _MeasurementLayer(keras.layers.Layer):
             noise=self.noise, simulation=self.simulation, trajectories=self.trajectories,
         )
         self._noisy = self.compiled.noisy
+        noisy_lib.check_density_memory(self._noisy, type(self).__name__)
         if self.compiled.noisy is not None and not self._takes_noise:
             raise ValueError(f"{layer}: the circuit has channels (noise), so it has no state vector; use "
                              "ProbabilityLayer or SampleLayer (density-matrix simulation) instead")
@@ -209,19 +208,6 @@ class _MeasurementLayer(keras.layers.Layer):
     @property
     def _runs_trajectories(self):
         return self._noisy is not None and self._noisy.needs_seed
-
-    # Keras saves a layer's own variables, not its SeedGenerator's state: without these a layer
-    # loaded from a `.keras` file would restart its sequence at `seed` instead of continuing it.
-    def save_own_variables(self, store):
-        super().save_own_variables(store)
-        if hasattr(self, "_seed_generator"):
-            store[_SEED_STATE_KEY] = self._seed_generator.state
-
-    def load_own_variables(self, store):
-        keys = list(store.keys())
-        if _SEED_STATE_KEY in keys and hasattr(self, "_seed_generator"):
-            self._seed_generator.state.assign(store[_SEED_STATE_KEY])
-        super().load_own_variables({k: store[k] for k in keys if k != _SEED_STATE_KEY})
 
     def compute_output_spec(self, inputs):
         return keras.KerasTensor(self.compute_output_shape(inputs.shape), dtype=self._output_dtype())

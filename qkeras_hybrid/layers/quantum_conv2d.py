@@ -12,6 +12,7 @@ from qkeras_hybrid import noise as noise_lib
 from qkeras_hybrid.circuits import noisy as noisy_lib
 from qkeras_hybrid.circuits.compiled import CompiledCircuit
 from qkeras_hybrid.layers import _checks, quantum_layer
+from qkeras_hybrid.layers._seeds import SeedStateMixin
 
 MAX_KERNEL_QUBITS = 20
 
@@ -64,7 +65,7 @@ def _output_length(length, kernel, stride, padding):
 
 
 @keras.saving.register_keras_serializable(package="qkeras_hybrid")
-class QuantumConv2D(keras.layers.Layer):
+class QuantumConv2D(SeedStateMixin, keras.layers.Layer):
     """2D quantum convolution: each window is run through a parameterized circuit.
 
     The quantum convolutional layer of "Hybrid Quantum-Classical Convolutional
@@ -97,8 +98,10 @@ class QuantumConv2D(keras.layers.Layer):
       shots: None for exact expectations, or the number of measurements of
         each window's circuit (the output is then a sample mean, multiples
         of 2 / shots).
-      seed: with `shots`: an int for the same sequence of outputs in a fresh
-        process, None for a different one every run (see `QuantumLayer`).
+      seed: with `shots` or trajectories: an int for the same sequence of
+        outputs in a fresh process, None for a different one every run. The
+        seed state is saved in `.keras` files and SavedModels, so a reloaded
+        model continues the sequence (see `QuantumLayer`).
       differentiator: with `shots`: `"parameter_shift"` (default),
         `"adjoint"` (exact gradient of the analytic expectation, a
         simulator's privilege) or `"finite_difference"` /
@@ -188,6 +191,7 @@ class QuantumConv2D(keras.layers.Layer):
         self.compiled = CompiledCircuit(self.circuit, self.observables, symbols=pixels + weights, qubits=qubits,
                                         noise=self.noise, simulation=self.simulation, trajectories=self.trajectories)
         self._noisy = self.compiled.noisy
+        noisy_lib.check_density_memory(self._noisy, type(self).__name__)
         quantum_layer.check_noisy_shots(self._noisy, self.shots, type(self).__name__)
         if self.shots is not None or (self._noisy is not None and self._noisy.needs_seed):
             self._seed_generator = keras.random.SeedGenerator(self.seed, name="seed_generator")

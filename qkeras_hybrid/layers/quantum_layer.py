@@ -16,6 +16,7 @@ from qkeras_hybrid.circuits import compiled as compiled_lib
 from qkeras_hybrid.circuits import noisy as noisy_lib
 from qkeras_hybrid.circuits.compiled import CompiledCircuit, _as_list, _symbol
 from qkeras_hybrid.layers import _checks
+from qkeras_hybrid.layers._seeds import SeedStateMixin
 
 BACKENDS = backends.BACKENDS
 
@@ -97,7 +98,7 @@ def _register_size(circuit, qubits):
 
 
 @keras.saving.register_keras_serializable(package="qkeras_hybrid")
-class QuantumLayer(keras.layers.Layer):
+class QuantumLayer(SeedStateMixin, keras.layers.Layer):
     """Expectation values of observables of a parameterized quantum circuit.
 
     Some of the circuit's symbols take the layer's inputs (data encoding), the
@@ -147,8 +148,8 @@ class QuantumLayer(keras.layers.Layer):
       seed: with `shots` or trajectories: an int gives the same sequence of
         outputs (and gradients) in a fresh process; None a different one
         every run. The seed state is a `keras.random.SeedGenerator` variable
-        advanced once per call; it is saved with the layer, so a reloaded
-        model continues the sequence where the saved one stood.
+        advanced once per call; `.keras` files and SavedModels save it, so a
+        reloaded model continues the sequence where the saved one stood.
       noise: native only: None (ideal), a `cirq.NoiseModel` (applied exactly
         as `circuit.with_noise(model)`), a per-gate table such as
         `{"ry": cirq.depolarize(0.01), "cx": cirq.depolarize(0.02, n_qubits=2)}`
@@ -241,6 +242,7 @@ class QuantumLayer(keras.layers.Layer):
             if backend == "native" else None
         )
         self._noisy = getattr(self.compiled, "noisy", None)
+        noisy_lib.check_density_memory(self._noisy, type(self).__name__)
         check_noisy_shots(self._noisy, self.shots, type(self).__name__)
         self.backend = backend
         self.differentiator = differentiator
