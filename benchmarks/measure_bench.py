@@ -36,24 +36,17 @@ Usage (from the repository root):
 """
 
 import argparse
-import datetime
 import json
 import os
 import statistics
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_REPO = os.path.dirname(_HERE)
-for path in (_HERE, _REPO):
-    if path not in sys.path:
-        sys.path.insert(0, path)
-
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # op_bench adds the repository
 import op_bench  # noqa: E402  (the circuit, timing and environment helpers)
 import tensorflow_quantum as tfq  # noqa: E402
 
@@ -70,12 +63,8 @@ class CheckError(RuntimeError):
 
 
 def exact(cc, values):
-    v = tf.cast(values, tf.float64)
-    with tf.GradientTape() as tape:
-        tape.watch(v)
-        e = cc.expectation(v, tf.float64)
-        total = tf.reduce_sum(e)
-    return e.numpy(), tape.gradient(total, v).numpy()
+    """<O> [B, O] and d sum <O> / d values [B, S], float64 adjoint."""
+    return op_bench.run(op_bench.with_gradient(lambda v: cc.expectation(v, tf.float64)), tf.cast(values, tf.float64))
 
 
 def check_forward(name, estimate, exact_values, shots):
@@ -98,47 +87,13 @@ def build_sampled_case(n, layers, batch):
     circuit, _, symbols, observables = op_bench.hardware_efficient(n, layers)
     num_symbols = len(symbols)
     cc = qkeras_hybrid.compile_circuit(circuit, observables, symbols=symbols)
-    spec = tf.TensorSpec([None, num_symbols], tf.float32)
-    # A seed that advances per call, as QuantumLayer's SeedGenerator does.
-    seed = tf.Variable([1234, 0], dtype=tf.int64)
-
-    def next_seed():
-        s = seed.value()
-        seed.assign_add(tf.constant([0, 1], tf.int64))
-        return s
-
-    @tf.function(input_signature=[spec])
-    def ours_fwd(values):
-        return cc.sampled_expectation(values, SHOTS, next_seed())
-
-    @tf.function(input_signature=[spec])
-    def ours_grad(values):
-        with tf.GradientTape() as tape:
-            tape.watch(values)
-            e = cc.sampled_expectation(values, SHOTS, next_seed(), "parameter_shift")
-            total = tf.reduce_sum(e)
-        return e, tape.gradient(total, values)
-
-    programs = tfq.convert_to_tensor([circuit] * batch)
-    names = tf.constant([str(s) for s in symbols])
-    paulis = tfq.convert_to_tensor([observables] * batch)
-    num_samples = tf.fill([batch, n], SHOTS)
-    tfq_sampled = tfq.get_sampled_expectation_op()
-    tfq_shift = tfq.differentiators.ParameterShift().generate_differentiable_op(
-        sampled_op=tfq.get_sampled_expectation_op())
-
-    @tf.function(input_signature=[spec])
-    def tfq_fwd(values):
-        return tfq_sampled(programs, names, values, paulis, num_samples)
-
-    @tf.function(input_signature=[spec])
-    def tfq_grad(values):
-        with tf.GradientTape() as tape:
-            tape.watch(values)
-            e = tfq_shift(programs, names, values, paulis, num_samples)
-            total = tf.reduce_sum(e)
-        return e, tape.gradient(total, values)
-
+    spec = [tf.TensorSpec([None, num_symbols], tf.float32)]
+    next_seed = op_bench.advancing_seed(1234)
+    ours_fwd = tf.function(lambda values: cc.sampled_expectation(values, SHOTS, next_seed()), input_signature=spec)
+    ours_grad = tf.function(op_bench.with_gradient(
+        lambda values: cc.sampled_expectation(values, SHOTS, next_seed(), "parameter_shift")), input_signature=spec)
+    tfq_fwd, tfq_grad = op_bench.tfq_sampled_functions(circuit, symbols, observables, batch, SHOTS,
+                                                       tfq.get_sampled_expectation_op())
     fns = {"tfq_fwd": tfq_fwd, "ours_fwd": ours_fwd, "tfq_grad": tfq_grad, "ours_grad": ours_grad}
     return cc, num_symbols, fns
 
@@ -148,16 +103,9 @@ def timed(fns, x, reps, budget):
     least 3) if a repetition of all would overrun `budget` seconds. Cheap calls
     (< 0.5 s) get an untimed settle call before each sample (op_bench.py's
     reason: the previous library's clean-up)."""
-    est = {}
-    for name, fn in fns.items():
-        t0 = time.perf_counter()
-        op_bench.run(fn, x)
-        est[name] = time.perf_counter() - t0
+    est = {name: op_bench.autorange(fn, x) for name, fn in fns.items()}  # seconds per call
     settle = {k: est[k] < 0.5 for k in fns}
-    # A sample of a cheap call averages back-to-back calls filling ~0.2 s (as
-    # timeit's autorange): one 3 ms call right after a 20 s TFQ call measured
-    # the machine's wake-up, not the op (9.6 ms vs 3.3 ms in a loop).
-    number = {k: max(1, int(0.2 / max(est[k], 1e-9))) for k in fns}
+    number = {k: op_bench.calls_per_sample(est[k]) for k in fns}  # ~0.2 s of calls per sample
     per_rep = sum(est[k] * (number[k] + settle[k]) for k in fns)
     planned = min(reps, max(3, int(budget // max(per_rep, 1e-9))))
     if planned < reps:
@@ -171,7 +119,7 @@ def bench_sampled(n, layers, batch, reps, budget):
     label = f"n={n} L={layers} B={batch}"
     print(f"\n[sampled, {SHOTS} shots per term, {label}]", flush=True)
     cc, num_symbols, fns = build_sampled_case(n, layers, batch)
-    values = tf.constant(np.random.default_rng(99 + n).uniform(-np.pi, np.pi, (batch, num_symbols)), tf.float32)
+    values = op_bench.random_values(99 + n, (batch, num_symbols))
     outputs = {k: op_bench.run(fn, values) for k, fn in fns.items()}  # traces; checked below
     e, g = exact(cc, values)
     checks = [check_forward("ours_fwd", outputs["ours_fwd"], e, SHOTS),
@@ -266,14 +214,8 @@ def main(argv=None):
     reps = args.reps or (2 if args.quick else 9)
     sampled_cases = [(3, 2, 32)] if args.quick else SAMPLED_CASES
     probability_case = (4, 2, 32) if args.quick else PROBABILITY_CASE
-    load = os.getloadavg()
-    print(f"CPU {op_bench.cpu_model()}; threads {op_bench.thread_info()['intra_op_threads']}; "
-          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; TF {tf.__version__}, TFQ {tfq.__version__}",
-          flush=True)
-    report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "load_average_start": load, "cpu": op_bench.cpu_model(), "threads": op_bench.thread_info(),
-              "build": op_bench.build_provenance(), "shots": SHOTS, "goals": GOALS,
-              "sampled": [], "probability": None}
+    report = {**op_bench.report_start(f"TF {tf.__version__}, TFQ {tfq.__version__}"),
+              "shots": SHOTS, "goals": GOALS, "sampled": [], "probability": None}
     status = 0
     try:
         for n, layers, batch in sampled_cases:
@@ -283,8 +225,7 @@ def main(argv=None):
         print(f"\n!!! {e}", file=sys.stderr, flush=True)
         report["failure"] = str(e)
         status = 2
-    report["load_average_end"] = os.getloadavg()
-    print(f"\nload average at the end: {' '.join(f'{v:.2f}' for v in report['load_average_end'])}")
+    op_bench.report_end(report)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)

@@ -55,7 +55,6 @@ Usage (from the repository root):
 """
 
 import argparse
-import datetime
 import json
 import os
 import statistics
@@ -67,12 +66,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_REPO = os.path.dirname(_HERE)
-for path in (_HERE, _REPO):
-    if path not in sys.path:
-        sys.path.insert(0, path)
-
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # op_bench adds the repository
 import op_bench  # noqa: E402  (the circuit, timing and environment helpers; reads --threads)
 import measure_bench  # noqa: E402  (autoranged interleaved medians)
 import cirq  # noqa: E402
@@ -97,19 +91,6 @@ AER_CANDIDATES = {
 
 class CheckError(RuntimeError):
     """An agreement check failed."""
-
-
-def noisy_hea(n, layers, p=P):
-    """(circuit, qubits, symbols in feed order x..., w_0_..., observables): op_bench's
-    circuit with depolarize(p) on every qubit after every layer."""
-    _, qubits, symbols, observables = op_bench.hardware_efficient(n, layers)
-    circuit = cirq.Circuit(cirq.Moment(cirq.ry(symbols[i])(q) for i, q in enumerate(qubits)))
-    for l in range(layers):
-        circuit.append(cirq.Moment(cirq.ry(symbols[n * (l + 1) + i])(q) for i, q in enumerate(qubits)))
-        for i in range(n - 1):
-            circuit.append(cirq.CNOT(qubits[i], qubits[i + 1]))
-        circuit.append(cirq.Moment(cirq.depolarize(p).on_each(qubits)))
-    return circuit, qubits, symbols, observables
 
 
 def qiskit_hea(n, layers, p=P):
@@ -200,54 +181,22 @@ def check_close(name, deviation, tol):
 
 
 def build_case(n, layers, batch, seed):
-    circuit, qubits, symbols, observables = noisy_hea(n, layers)
-    num_symbols = len(symbols)
+    circuit, qubits, symbols, observables = op_bench.hardware_efficient(n, layers, noise=cirq.depolarize(P))
     density = qkeras_hybrid.compile_circuit(circuit, observables, symbols=symbols, simulation="density_matrix")
     trajectories = qkeras_hybrid.compile_circuit(circuit, observables, symbols=symbols,
                                                  simulation="trajectories", trajectories=TRAJECTORIES)
-    spec = tf.TensorSpec([None, num_symbols], tf.float32)
-    # A seed advanced per call, as QuantumLayer's SeedGenerator does.
-    seed_state = tf.Variable([seed, 0], dtype=tf.int64)
+    spec = [tf.TensorSpec([None, len(symbols)], tf.float32)]
+    next_seed = op_bench.advancing_seed(seed)
 
-    def next_seed():
-        s = seed_state.value()
-        seed_state.assign_add(tf.constant([0, 1], tf.int64))
-        return s
-
-    @tf.function(input_signature=[spec])
-    def ours_fwd(values):
+    def density_expectation(values):
         return density.expectation(values, tf.float32)
 
-    @tf.function(input_signature=[spec])
-    def ours_grad(values):
-        with tf.GradientTape() as tape:
-            tape.watch(values)
-            e = density.expectation(values, tf.float32)
-            total = tf.reduce_sum(e)
-        return e, tape.gradient(total, values)
-
-    @tf.function(input_signature=[spec])
-    def ours_traj_fwd(values):
-        return trajectories.expectation(values, tf.float32, seed=next_seed())
-
-    programs = tfq.convert_to_tensor([circuit] * batch)
-    names = tf.constant([str(s) for s in symbols])
-    paulis = tfq.convert_to_tensor([observables] * batch)
-    num_samples = tf.fill([batch, n], TRAJECTORIES)
-    tfq_shift = tfq.differentiators.ParameterShift().generate_differentiable_op(sampled_op=tfq.noise.expectation)
-
-    @tf.function(input_signature=[spec])
-    def tfq_fwd(values):
-        return tfq.noise.expectation(programs, names, values, paulis, num_samples)
-
-    @tf.function(input_signature=[spec])
-    def tfq_grad(values):
-        with tf.GradientTape() as tape:
-            tape.watch(values)
-            e = tfq_shift(programs, names, values, paulis, num_samples)
-            total = tf.reduce_sum(e)
-        return e, tape.gradient(total, values)
-
+    ours_fwd = tf.function(density_expectation, input_signature=spec)
+    ours_grad = tf.function(op_bench.with_gradient(density_expectation), input_signature=spec)
+    ours_traj_fwd = tf.function(lambda values: trajectories.expectation(values, tf.float32, seed=next_seed()),
+                                input_signature=spec)
+    tfq_fwd, tfq_grad = op_bench.tfq_sampled_functions(circuit, symbols, observables, batch, TRAJECTORIES,
+                                                       tfq.noise.expectation)
     fns = {"ours_fwd": ours_fwd, "ours_grad": ours_grad, "ours_traj_fwd": ours_traj_fwd, "tfq_fwd": tfq_fwd}
     return {"circuit": circuit, "qubits": qubits, "symbols": symbols, "observables": observables,
             "density": density, "fns": fns, "tfq_grad": tfq_grad}
@@ -305,7 +254,7 @@ def bench_case(n, layers, batch, args):
     case = build_case(n, layers, batch, seed=1234 + n)
     fns = case["fns"]
     num_symbols = len(case["symbols"])
-    values = tf.constant(np.random.default_rng(99 + n).uniform(-np.pi, np.pi, (batch, num_symbols)), tf.float32)
+    values = op_bench.random_values(99 + n, (batch, num_symbols))
     outputs = {k: op_bench.run(fn, values) for k, fn in fns.items()}  # traces; checked below
     ours, ours_grad = outputs["ours_grad"]
     checks = []
@@ -429,16 +378,11 @@ def main(argv=None):
     if args.tfq_grad_reps is None:
         args.tfq_grad_reps = 1
     cases = QUICK_CASES if args.quick else CASES
-    load = os.getloadavg()
     import qiskit_aer
 
-    print(f"CPU {op_bench.cpu_model()}; threads {op_bench.thread_info()['intra_op_threads']}; "
-          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; TF {tf.__version__}, TFQ {tfq.__version__}, "
-          f"Cirq {cirq.__version__}, Aer {qiskit_aer.__version__}", flush=True)
-    report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "load_average_start": load, "cpu": op_bench.cpu_model(), "threads": op_bench.thread_info(),
-              "build": op_bench.build_provenance(), "p": P, "trajectories": TRAJECTORIES, "goal": GOAL,
-              "results": []}
+    report = {**op_bench.report_start(f"TF {tf.__version__}, TFQ {tfq.__version__}, Cirq {cirq.__version__}, "
+                                      f"Aer {qiskit_aer.__version__}"),
+              "p": P, "trajectories": TRAJECTORIES, "goal": GOAL, "results": []}
     status = 0
     try:
         for n, layers, batch in cases:
@@ -451,8 +395,7 @@ def main(argv=None):
         status = 2
     if report["results"]:
         print_table(report["results"])
-    report["load_average_end"] = os.getloadavg()
-    print(f"\nload average at the end: {' '.join(f'{v:.2f}' for v in report['load_average_end'])}")
+    op_bench.report_end(report)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1, default=float)

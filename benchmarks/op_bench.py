@@ -143,12 +143,33 @@ def build_provenance():
     return info
 
 
+def report_start(versions):
+    """Prints the machine's line (CPU, threads, load average) and `versions`;
+    returns the JSON report's fields for them and for the op build."""
+    load = os.getloadavg()
+    threads = thread_info()
+    print(f"CPU {cpu_model()}; threads {threads['intra_op_threads']}; "
+          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {versions}", flush=True)
+    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "load_average_start": load, "cpu": cpu_model(), "threads": threads, "build": build_provenance()}
+
+
+def report_end(report):
+    """Records and prints the load average at the end of a run: a loaded machine moves the numbers."""
+    report["load_average_end"] = os.getloadavg()
+    print(f"\nload average at the end: {' '.join(f'{v:.2f}' for v in report['load_average_end'])}")
+
+
 # ----------------------------------------------------------------------------
 # The circuit
 
 
-def hardware_efficient(n, layers):
-    """(circuit, qubits, symbols in feed order x..., w_0_..., observables)."""
+def hardware_efficient(n, layers, noise=None):
+    """(circuit, qubits, symbols in feed order x..., w_0_..., observables).
+
+    `noise`: a single-qubit channel (e.g. `cirq.depolarize(0.01)`) put on every
+    qubit after every layer (noise_bench.py's circuit), or None.
+    """
     qubits = cirq.LineQubit.range(n)
     xs = [sympy.Symbol(f"x{i}") for i in range(n)]
     ws = [[sympy.Symbol(f"w_{l}_{i}") for i in range(n)] for l in range(layers)]
@@ -157,9 +178,63 @@ def hardware_efficient(n, layers):
         circuit.append(cirq.Moment(cirq.ry(ws[l][i])(q) for i, q in enumerate(qubits)))
         for i in range(n - 1):
             circuit.append(cirq.CNOT(qubits[i], qubits[i + 1]))
+        if noise is not None:
+            circuit.append(cirq.Moment(noise.on_each(qubits)))
     symbols = xs + [w for row in ws for w in row]
     observables = [cirq.Z(q) for q in qubits]
     return circuit, qubits, symbols, observables
+
+
+def random_values(seed, shape):
+    """Uniform angles in [-pi, pi) of `shape`, float32: a case's input."""
+    return tf.constant(np.random.default_rng(seed).uniform(-np.pi, np.pi, size=shape), tf.float32)
+
+
+def with_gradient(expectation):
+    """values -> (expectation(values), d sum(expectation(values)) / d values): the forward+gradient timed."""
+
+    def fwd_grad(values):
+        with tf.GradientTape() as tape:
+            tape.watch(values)
+            expectations = expectation(values)
+            total = tf.reduce_sum(expectations)
+        return expectations, tape.gradient(total, values)
+
+    return fwd_grad
+
+
+def advancing_seed(first):
+    """A function returning a [2] int64 seed that advances on every call (in a
+    tf.function: on every run of the graph), as QuantumLayer's SeedGenerator
+    does: each timed call draws fresh shots or trajectories."""
+    state = tf.Variable([first, 0], dtype=tf.int64)
+
+    def next_seed():
+        seed = state.value()
+        state.assign_add(tf.constant([0, 1], tf.int64))
+        return seed
+
+    return next_seed
+
+
+def tfq_sampled_functions(circuit, symbols, observables, batch, samples, sampled_op):
+    """TFQ's (forward, forward + shift-rule gradient) tf.functions of [B, S] values
+    for a sampled op (`tfq.get_sampled_expectation_op()`, `tfq.noise.expectation`)
+    with `samples` shots or trajectories per row and term. The gradient is
+    ParameterShift's differentiable op over `sampled_op`, as
+    tfq.layers.SampledExpectation and NoisyPQC build it. Programs, names and
+    Pauli sums are converted once, outside the timed calls."""
+    programs = tfq.convert_to_tensor([circuit] * batch)
+    names = tf.constant([str(s) for s in symbols])
+    paulis = tfq.convert_to_tensor([observables] * batch)
+    num_samples = tf.fill([batch, len(observables)], samples)
+    shift_op = tfq.differentiators.ParameterShift().generate_differentiable_op(sampled_op=sampled_op)
+    spec = [tf.TensorSpec([None, len(symbols)], tf.float32)]
+    forward = tf.function(lambda values: sampled_op(programs, names, values, paulis, num_samples),
+                          input_signature=spec)
+    fwd_grad = tf.function(with_gradient(lambda values: shift_op(programs, names, values, paulis, num_samples)),
+                           input_signature=spec)
+    return forward, fwd_grad
 
 
 # ----------------------------------------------------------------------------
@@ -182,13 +257,7 @@ def build_case(n, layers, batch):
     def ours_fwd(values):
         return cc.expectation(values, tf.float32)
 
-    def ours_grad_body(values):
-        with tf.GradientTape() as tape:
-            tape.watch(values)
-            expectations = cc.expectation(values, tf.float32)
-            total = tf.reduce_sum(expectations)
-        return expectations, tape.gradient(total, values)
-
+    ours_grad_body = with_gradient(lambda values: cc.expectation(values, tf.float32))
     ours_grad = tf.function(ours_grad_body, reduce_retracing=True, input_signature=[values_spec])
 
     # TFQ inputs, converted once outside the timed region.
@@ -211,11 +280,7 @@ def build_case(n, layers, batch):
         return tfq_expectation(p, s, values, o)
 
     def tfq_grad_of(p, s, values, o):
-        with tf.GradientTape() as tape:
-            tape.watch(values)
-            expectations = tfq_adjoint(p, s, values, o)
-            total = tf.reduce_sum(expectations)
-        return expectations, tape.gradient(total, values)
+        return with_gradient(lambda v: tfq_adjoint(p, s, v, o))(values)
 
     tfq_grad_fn = tf.function(tfq_grad_of, reduce_retracing=True, input_signature=tfq_spec)
 
@@ -244,11 +309,47 @@ def run(fn, values):
     return tf.nest.map_structure(lambda t: t.numpy(), out)
 
 
-def calls_per_sample(est_s, args):
-    """How many back-to-back calls make one timed sample (timeit's `number`)."""
-    if args.block_ms <= 0:
+AUTORANGE_S = 0.2
+
+
+def calls_per_sample(est_s, target_s=AUTORANGE_S):
+    """How many back-to-back calls make one timed sample: as many as fill
+    `target_s` (timeit's autorange; at least one, and one if target_s <= 0),
+    from a call's estimated seconds `est_s`. One cheap call right after a long
+    call of the other library times the machine waking up, not the op (ours'
+    3 ms call after TFQ's 20 s one took 9.6 ms, 3.3 ms in a loop): a sample
+    of about 0.2 s of calls spreads that over all of them."""
+    if target_s <= 0:
         return 1
-    return max(1, math.ceil(args.block_ms * 1e-3 / max(est_s, 1e-9)))
+    return max(1, math.ceil(target_s / max(est_s, 1e-9)))
+
+
+def autorange(fn, x, target_s=AUTORANGE_S):
+    """Seconds per call of fn(x), as timeit's autorange measures it: 1, 2, 5,
+    10, 20, 50, ... back-to-back calls until they take `target_s` (a single
+    call if one takes that long)."""
+    number = 1
+    while True:
+        for calls in (number, 2 * number, 5 * number):
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                run(fn, x)
+            seconds = time.perf_counter() - t0
+            if seconds >= target_s:
+                return seconds / calls
+        number *= 10
+
+
+def estimate_call_s(fn, x, first_call_s):
+    """The estimate of fn(x)'s seconds per call that sizes its samples: the
+    autorange after the first call, the faster of two where the first call
+    took under 1 s. Not the first call itself: it includes the tracing, over
+    1 s on a loaded machine, which made ours' 0.3 ms forward look too slow to
+    need more than one call per sample. A first call over 5 s is a long call
+    (tracing takes less): it is the estimate, with no more calls."""
+    if first_call_s > 5.0:
+        return first_call_s
+    return min(autorange(fn, x) for _ in range(2 if first_call_s < 1.0 else 1))
 
 
 def plan_timing(n, est, args, case_budget):
@@ -261,10 +362,11 @@ def plan_timing(n, est, args, case_budget):
     # timed sample is preceded by an untimed call of the same function: every
     # timed call then pays for its own library's clean-up, as in a loop that
     # calls one op repeatedly. And a cheap function's sample is the mean of
-    # several back-to-back calls (timeit's `number`), which spreads what is
-    # left of the switch (cold caches) over them.
+    # back-to-back calls filling --block-ms (0.2 s, timeit's autorange, as in
+    # measure_bench.py), which spreads what is left of the switch (cold
+    # caches, a descheduled thread waking up) over them.
     settle = {name: (not args.no_settle) and est[name] < args.settle_below for name in est}
-    number = {name: calls_per_sample(est[name], args) for name in est}
+    number = {name: calls_per_sample(est[name], args.block_ms * 1e-3) for name in est}
 
     # Repetitions: requested count, capped by this case's share of the budget.
     per_rep = sum(est[k] * (number[k] + settle[k]) for k in est)
@@ -275,7 +377,8 @@ def plan_timing(n, est, args, case_budget):
     elif n < 20:
         # A cheap case gets up to 3x the repetitions, within about 10 s: the
         # medians of sub-millisecond calls are what a shared machine's load
-        # bursts move most.
+        # bursts move most. (With 0.2 s samples a repetition of all four takes
+        # about 1 s, so that is 15.)
         reps = max(15, min(45, int(10.0 // max(per_rep, 1e-9))))
     else:
         reps = 5
@@ -326,13 +429,7 @@ class AgreementError(RuntimeError):
 
 def reference_deviation(cc, values, outputs, rows):
     """Both float32 results vs ours in float64 on the first rows (who is off?)."""
-    v = tf.cast(values[:rows], tf.float64)
-    with tf.GradientTape() as tape:
-        tape.watch(v)
-        e = cc.expectation(v, tf.float64)
-        total = tf.reduce_sum(e)
-    g = tape.gradient(total, v).numpy()
-    e = e.numpy()
+    e, g = run(with_gradient(lambda v: cc.expectation(v, tf.float64)), tf.cast(values[:rows], tf.float64))
     rows = e.shape[0]
 
     def dev(a, b):
@@ -370,10 +467,7 @@ def bench_case(n, layers, batch, args, case_budget):
         f"blocks={extra.get('num_blocks', '?')} compile={extra['compile_s'] * 1e3:.0f} ms",
         flush=True,
     )
-    rng = np.random.default_rng(1234 + n)
-    values = tf.constant(
-        rng.uniform(-np.pi, np.pi, size=(batch, extra["num_symbols"])), tf.float32
-    )
+    values = random_values(1234 + n, (batch, extra["num_symbols"]))
 
     # Warm-up: the first call traces; its outputs double as the agreement check.
     warm_s = {}
@@ -412,17 +506,11 @@ def bench_case(n, layers, batch, args, case_budget):
         if not args.keep_going:
             raise AgreementError(failure)
 
-    # Extra warm-up calls (beyond the tracing call, which already ran the
-    # whole computation once) only where they are cheap.
     est = {}
     for name, fn in fns.items():
-        n_warm = args.warmup if args.warmup is not None else (2 if warm_s[name] < 1.0 else 0)
-        times = []
-        for _ in range(n_warm):
-            t0 = time.perf_counter()
+        for _ in range(args.warmup or 0):
             run(fn, values)
-            times.append(time.perf_counter() - t0)
-        est[name] = min(times) if times else warm_s[name]
+        est[name] = estimate_call_s(fn, values, warm_s[name])
 
     reps, number, settle = plan_timing(n, est, args, case_budget)
     names = list(fns)
@@ -501,7 +589,7 @@ def in_graph(bodies, values, est, reps):
     spec = tf.TensorSpec([None, values.shape[1]], values.dtype)
     # About 0.2 s of calls per sample: enough iterations that the one
     # dispatch per call is a small part of each.
-    iterations = {name: max(1, math.ceil(0.2 / max(est[name], 1e-9))) for name in bodies}
+    iterations = {name: calls_per_sample(est[name]) for name in bodies}
     loops = {name: in_graph_loop(body, iterations[name], spec) for name, body in bodies.items()}
     for loop in loops.values():
         run(loop, values)  # traces
@@ -592,7 +680,7 @@ def bench_layer_case(n, layers, batch, args, case_budget):
     label = f"n={n} L={layers} B={batch}"
     print(f"\n[layer path, {label}]", flush=True)
     fns = build_layer_case(n, layers)
-    x = tf.constant(np.random.default_rng(4321 + n).uniform(-np.pi, np.pi, size=(batch, n)), tf.float32)
+    x = random_values(4321 + n, (batch, n))
     outputs, warm_s = {}, {}
     for name, fn in fns.items():
         t0 = time.perf_counter()
@@ -611,11 +699,7 @@ def bench_layer_case(n, layers, batch, args, case_budget):
     failure = f"LAYER PATH AGREEMENT FAILURE for {label}: {dev}" if bad else None
     if failure:
         print(f"\n!!! {failure}\n", flush=True)
-    est = {}
-    for name, fn in fns.items():
-        t0 = time.perf_counter()
-        run(fn, x)
-        est[name] = min(warm_s[name], time.perf_counter() - t0)
+    est = {name: estimate_call_s(fn, x, warm_s[name]) for name, fn in fns.items()}
     reps, number, settle = plan_timing(n, est, args, case_budget)  # as for the ops
     names = list(fns)
     samples = time_interleaved(fns, x, reps, number, settle)
@@ -743,12 +827,15 @@ def main(argv=None):
                         help="precede each timed sample by an untimed call when a call "
                              "takes less than this many seconds (see the source)")
     parser.add_argument("--no-settle", action="store_true", help="never make settle calls")
-    parser.add_argument("--block-ms", type=float, default=20.0,
+    parser.add_argument("--block-ms", type=float, default=1e3 * AUTORANGE_S,
                         help="a timed sample is the mean of as many back-to-back calls as "
-                             "fill this many milliseconds (at least one; 0: always one)")
+                             "fill this many milliseconds (default 200, timeit's autorange; "
+                             "at least one; 0: always one)")
     parser.add_argument("--keep-going", action="store_true",
                         help="on an agreement failure, still time the case (exit status 2)")
-    parser.add_argument("--warmup", type=int, help="untimed calls after the tracing call")
+    parser.add_argument("--warmup", type=int,
+                        help="untimed calls after the tracing call, before the autoranged estimate "
+                             "of each call's time (default 0)")
     parser.add_argument("--tol", type=float, default=1e-4, help="agreement tolerance")
     parser.add_argument("--reference-rows", type=int, default=4,
                         help="rows also checked against ours in float64 (0: skip)")

@@ -49,15 +49,15 @@ noise by 2h = 0.02, so 10,000 shots give them a larger spread than the shift
 rule has with 100.
 
 Writes `loss.png` (both runs' training and test loss per epoch, one plot) and
-`metrics.json` under --out (default runs/deck_mnist).
+`metrics.json` under --out (default runs/deck_mnist). The data and flags are
+examples/hqcnn_probability.py's.
 
     python examples/deck_mnist.py            # both runs, 10 epochs, ~30 s
     python examples/deck_mnist.py --quick    # 2 epochs on 20 + 20 images
 """
 
-import argparse
-import json
 import os
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -68,12 +68,13 @@ import numpy as np  # noqa: E402
 import sympy  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import qkeras_hybrid  # noqa: E402,F401
-from qkeras_hybrid.datasets import load_digits  # noqa: E402
 from qkeras_hybrid.differentiators import FiniteDifference  # noqa: E402
 from qkeras_hybrid.layers import ExpectationToProbabilities, QuantumLayer  # noqa: E402
 
-DIGITS = (0, 1)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import hqcnn_probability as hqcnn  # noqa: E402  (the shared MNIST 0-vs-1 data and flags)
+
+DIGITS = hqcnn.DIGITS
 # The deck's two runs: name -> (shots, differentiator).
 RUNS = {
     "analytic gradients (parameter shift), 100 shots": (100, "parameter_shift"),
@@ -192,22 +193,13 @@ def plot(results, path):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--train-per-class", type=int, default=100)
-    parser.add_argument("--test-per-class", type=int, default=50)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=os.path.join("runs", "deck_mnist"), help="directory of loss.png, metrics.json")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 2 epochs on 20 + 20 images, 10 + 10 test")
-    return parser.parse_args(argv)
+    parser = hqcnn.example_parser(__doc__, epochs=10, out=os.path.join("runs", "deck_mnist"), quick=(2, 20, 10))
+    return hqcnn.parse_example_args(parser, argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.quick:
-        args.epochs, args.train_per_class, args.test_per_class = 2, 20, 10
-    data = load_digits(DIGITS, args.train_per_class, args.test_per_class, seed=args.seed)
+    data = hqcnn.load_data(args)
     print(f"Deck MNIST {DIGITS}: {len(data[0][0])} training, {len(data[1][0])} test images; "
           f"ConvNet -> Dense(2) -> Rx(a) Ry(b) -> <Z>; Adam {args.learning_rate}, batch 1, {args.epochs} epochs")
     results = {}
@@ -221,13 +213,11 @@ def main(argv=None):
               f"({run['fit_seconds']:.1f} s)")
         print(f"{'':50s} d<Z>/da at a test image: {g['mean'][0]:+.3f} +- {g['std'][0]:.3f} "
               f"(exact {g['exact'][0]:+.3f}, {g['repeats']} estimates)")
-    os.makedirs(args.out, exist_ok=True)
     metrics = {
         "digits": list(DIGITS), "epochs": args.epochs, "batch_size": 1, "learning_rate": args.learning_rate,
         "train_images": len(data[0][0]), "test_images": len(data[1][0]), "seed": args.seed, "runs": results,
     }
-    with open(os.path.join(args.out, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=1)
+    hqcnn.save_metrics(args.out, metrics)
     plot(results, os.path.join(args.out, "loss.png"))
     print(f"loss curves and metrics written to {args.out}")
     return metrics

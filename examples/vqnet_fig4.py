@@ -26,15 +26,15 @@ examples/vqnet_table5.py; the Qiskit textbook's network with the circuit
 itself (not a black box) is examples/qiskit_textbook_mnist.py.
 
 Writes `loss.png` (training and test loss per epoch) and `metrics.json`
-under --out (default runs/vqnet_fig4).
+under --out (default runs/vqnet_fig4). The data, flags, CNN and plot are
+examples/hqcnn_probability.py's.
 
     python examples/vqnet_fig4.py            # 20 epochs, ~1-2 min on 2 cores
     python examples/vqnet_fig4.py --quick    # 2 epochs on 50 + 50 images
 """
 
-import argparse
-import json
 import os
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -45,12 +45,12 @@ from qiskit import QuantumCircuit, transpile  # noqa: E402
 from qiskit.circuit import Parameter  # noqa: E402
 from qiskit_aer import AerSimulator  # noqa: E402
 
-import qkeras_hybrid  # noqa: E402,F401
-from qkeras_hybrid.datasets import load_digits  # noqa: E402
 from qkeras_hybrid.layers import QiskitLayer  # noqa: E402
 
-DIGITS = (0, 1)
-SHOTS = 100
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import hqcnn_probability as hqcnn  # noqa: E402  (the shared MNIST 0-vs-1 pieces)
+
+DIGITS, SHOTS = hqcnn.DIGITS, hqcnn.SHOTS
 
 
 class QiskitVQC:
@@ -91,64 +91,25 @@ class QiskitVQC:
 def build_model(shots=SHOTS, seed=0):
     """The appendix-C HQCNN with the black box as its quantum node: images -> two logits."""
     return keras.Sequential([
-        keras.Input((28, 28, 1), name="image"),
-        keras.layers.Conv2D(6, 5, activation="relu", name="conv1"),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.Conv2D(16, 5, activation="relu", name="conv2"),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.Flatten(),
-        keras.layers.Dense(64, activation="relu", name="fc1"),
-        keras.layers.Dense(1, name="fc2"),
+        *hqcnn.trunk_layers(dropout=None),
         QiskitLayer(QiskitVQC(shots, seed), input_params=1, shift=np.pi / 2, name="qiskit_black_box"),
         keras.layers.Dense(2, name="linear_1_2"),
     ], name="hqcnn_qiskit")
 
 
-def plot(history, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    epochs = np.arange(1, len(history["loss"]) + 1)
-    ax.plot(epochs, history["loss"], "o-", label="train")
-    ax.plot(epochs, history["val_loss"], "s--", label="test")
-    ax.set(xlabel="epoch", ylabel="cross-entropy", yscale="log",
-           title=f"HQCNN with a Qiskit black box (Aer, {SHOTS} shots)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--train-per-class", type=int, default=100)
-    parser.add_argument("--test-per-class", type=int, default=50)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=os.path.join("runs", "vqnet_fig4"), help="directory of loss.png, metrics.json")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 2 epochs on 50 + 50 images, 10 + 10 test")
-    return parser.parse_args(argv)
+    parser = hqcnn.example_parser(__doc__, epochs=20, out=os.path.join("runs", "vqnet_fig4"), quick=(2, 50, 10))
+    return hqcnn.parse_example_args(parser, argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.quick:
-        args.epochs, args.train_per_class, args.test_per_class = 2, 50, 10
-    (x_train, y_train), (x_test, y_test) = load_digits(DIGITS, args.train_per_class, args.test_per_class,
-                                                       seed=args.seed)
+    (x_train, y_train), (x_test, y_test) = hqcnn.load_data(args)
     print(f"HQCNN with a Qiskit black box (H, Ry, measure_all; {SHOTS} shots on AerSimulator) on MNIST {DIGITS}: "
           f"{len(x_train)} training, {len(x_test)} test images, batch 1, Adam {args.learning_rate}, "
           f"{args.epochs} epochs")
     keras.utils.set_random_seed(args.seed)
-    model = build_model(SHOTS, args.seed)
-    model.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-                  steps_per_execution=20)
+    model = hqcnn.compile_model(build_model(SHOTS, args.seed), args.learning_rate, steps_per_execution=20)
     start = time.perf_counter()
     history = model.fit(x_train, y_train, batch_size=1, epochs=args.epochs, validation_data=(x_test, y_test),
                         verbose=0).history
@@ -165,10 +126,9 @@ def main(argv=None):
         "final_train_loss": history["loss"][-1], "final_test_loss": history["val_loss"][-1],
         "final_test_accuracy": history["val_accuracy"][-1],
     }
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=1)
-    plot(history, os.path.join(args.out, "loss.png"))
+    hqcnn.save_metrics(args.out, metrics)
+    hqcnn.plot_loss(history, os.path.join(args.out, "loss.png"),
+                    f"HQCNN with a Qiskit black box (Aer, {SHOTS} shots)", yscale="log")
     print(f"fit {seconds:.1f} s; training and test loss curves and metrics written to {args.out}")
     return metrics
 

@@ -48,32 +48,27 @@ one; they are printed beside ours for scale only, not as a same-machine
 comparison.
 
 Writes `loss.png` (Fig. 3: training and test loss per epoch) and
-`metrics.json` under --out (default runs/vqnet_table5).
+`metrics.json` under --out (default runs/vqnet_table5). The data, flags, CNN,
+sampled read-out and plot are examples/hqcnn_probability.py's.
 
     python examples/vqnet_table5.py            # 20 epochs (twice: spe=1 and spe=20), ~1-2 min
     python examples/vqnet_table5.py --quick    # 2 epochs on 50 + 50 images
 """
 
-import argparse
-import json
 import os
 import statistics
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import cirq  # noqa: E402
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import sympy  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import qkeras_hybrid  # noqa: E402,F401
-from qkeras_hybrid.datasets import load_digits  # noqa: E402
-from qkeras_hybrid.layers import QuantumLayer  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import hqcnn_probability as hqcnn  # noqa: E402  (the shared MNIST 0-vs-1 pieces)
 
-DIGITS = (0, 1)
-SHOTS = 100
+DIGITS, SHOTS = hqcnn.DIGITS, hqcnn.SHOTS
 # Table V of VQNet 2.0, total training time in seconds, on the authors' machine.
 PAPER_TOTAL_TRAINING_SECONDS = {"PyTorch + Qiskit": 62.55, "PyTorch + QPanda": 19.75, "VQNet": 12.91}
 ROWS = (
@@ -87,37 +82,13 @@ ROWS = (
 )
 
 
-def head_circuit():
-    """H then Ry(x): P(|1>) = (1 + sin x) / 2."""
-    qubit = cirq.LineQubit(0)
-    x = sympy.Symbol("x")
-    return cirq.Circuit(cirq.H(qubit), cirq.ry(x)(qubit)), x, qubit
-
-
 def build_model(shots=SHOTS, seed=0):
     """The appendix-C HQCNN: images -> two logits; its quantum node is the layer named "quantum_node"."""
-    circuit, x, qubit = head_circuit()
     return keras.Sequential([
-        keras.Input((28, 28, 1), name="image"),
-        keras.layers.Conv2D(6, 5, activation="relu", name="conv1"),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.Conv2D(16, 5, activation="relu", name="conv2"),
-        keras.layers.MaxPooling2D(2),
-        keras.layers.Flatten(),
-        keras.layers.Dense(64, activation="relu", name="fc1"),
-        keras.layers.Dense(1, name="fc2"),
-        QuantumLayer(circuit, cirq.Z(qubit), input_symbols=[x], shots=shots, seed=seed, name="quantum_node"),
-        keras.layers.Rescaling(-0.5, offset=0.5, name="p1"),  # P(|1>) = (1 - <Z>) / 2
+        *hqcnn.trunk_layers(dropout=None),
+        *hqcnn.sampled_p1_layers(shots, seed, name="quantum_node"),
         keras.layers.Dense(2, name="linear_1_2"),
     ], name="hqcnn")
-
-
-def compile_model(model, learning_rate, steps_per_execution=1):
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-                  steps_per_execution=steps_per_execution)
-    return model
 
 
 def median_ms(fn, repeats):
@@ -203,31 +174,13 @@ def train(data, epochs, learning_rate, seed, steps_per_execution):
     (x_train, y_train), (x_test, y_test) = data
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
-    model = compile_model(build_model(SHOTS, seed), learning_rate, steps_per_execution)
+    model = hqcnn.compile_model(build_model(SHOTS, seed), learning_rate, steps_per_execution)
     timer = TrainingTimer()
     start = time.perf_counter()
     history = model.fit(x_train, y_train, batch_size=1, epochs=epochs, validation_data=(x_test, y_test),
                         callbacks=[timer], verbose=0).history
     fit_seconds = time.perf_counter() - start
     return model, {k: [float(v) for v in vs] for k, vs in history.items()}, sum(timer.seconds), fit_seconds
-
-
-def plot(history, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    epochs = np.arange(1, len(history["loss"]) + 1)
-    ax.plot(epochs, history["loss"], "o-", label="train")
-    ax.plot(epochs, history["val_loss"], "s--", label="test")
-    ax.set(xlabel="epoch", ylabel="cross-entropy", yscale="log",
-           title=f"HQCNN (VQNet 2.0 appendix C), {SHOTS} shots, native engine")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def print_tables(metrics):
@@ -251,27 +204,20 @@ def print_tables(metrics):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--train-per-class", type=int, default=100)
-    parser.add_argument("--test-per-class", type=int, default=50)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--repeats", type=int, default=200, help="calls per timed component (median)")
-    parser.add_argument("--skip-spe20", action="store_true", help="skip the second training run (spe=20)")
-    parser.add_argument("--out", default=os.path.join("runs", "vqnet_table5"),
-                        help="directory of loss.png, metrics.json")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 2 epochs on 50 + 50 images, 10 + 10 test, 20 timing calls, no spe=20 run")
-    return parser.parse_args(argv)
+    parser = hqcnn.example_parser(__doc__, epochs=20, out=os.path.join("runs", "vqnet_table5"), quick=(2, 50, 10))
+    parser.add_argument("--repeats", type=int, default=200,
+                        help="calls per timed component (median; --quick: 20)")
+    parser.add_argument("--skip-spe20", action="store_true",
+                        help="skip the second training run (spe=20; --quick skips it)")
+    args = hqcnn.parse_example_args(parser, argv)
+    if args.quick:
+        args.repeats, args.skip_spe20 = 20, True
+    return args
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.quick:
-        args.epochs, args.train_per_class, args.test_per_class, args.repeats = 2, 50, 10, 20
-        args.skip_spe20 = True
-    data = load_digits(DIGITS, args.train_per_class, args.test_per_class, seed=args.seed)
+    data = hqcnn.load_data(args)
     (x_train, y_train), (x_test, y_test) = data
     n_train = len(x_train)
     print(f"HQCNN (VQNet 2.0 appendix C) on MNIST {DIGITS}: {n_train} training, {len(x_test)} test images, "
@@ -306,10 +252,9 @@ def main(argv=None):
                                     "single_datum_training_ms": 1e3 * fast_seconds / (args.epochs * n_train),
                                     "fit_with_test_passes_s": fast_fit}
     print_tables(metrics)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=1)
-    plot(history, os.path.join(args.out, "loss.png"))
+    hqcnn.save_metrics(args.out, metrics)
+    hqcnn.plot_loss(history, os.path.join(args.out, "loss.png"),
+                    f"HQCNN (VQNet 2.0 appendix C), {SHOTS} shots, native engine", yscale="log")
     print(f"\nloss curves (Fig. 3 protocol) and metrics written to {args.out}")
     return metrics
 
