@@ -20,7 +20,7 @@ SOURCES = ["custom_ops/tf/ops.cc", "custom_ops/tf/kernels.cc", "custom_ops/tf/me
            "custom_ops/tf/density_kernels.cc"]
 HEADERS = ["custom_ops/simulator/program.h", "custom_ops/simulator/simulator.h",
            "custom_ops/simulator/measure.h", "custom_ops/simulator/density.h",
-           "custom_ops/tf/common.h", "custom_ops/tf/measure_common.h"]
+           "custom_ops/tf/common.h", "custom_ops/tf/measure_common.h", "custom_ops/tf/shape_fns.h"]
 BUILD_INFO_NAME = "_build_info.json"
 # Findings stop the process (-fno-sanitize-recover): a test or fuzz run fails.
 SANITIZE_FLAGS = ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined",

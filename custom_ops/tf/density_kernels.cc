@@ -3,7 +3,7 @@
 // marginal probabilities, samples and sampled expectations with readout
 // errors. The simulator runs vec(rho) as a state on 2n qubits; the
 // read-outs are in custom_ops/simulator/density.h.
-#include <memory>
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -36,15 +36,22 @@ static bool ValidateReadout(OpKernelContext* c, int index, int n, const double**
   return true;
 }
 
+// The readout errors of `qubits`, two per qubit as ApplyReadoutErrors takes
+// them, from the validated readout input.
+static std::vector<double> ReadoutErrorsOf(const double* readout, const std::vector<int>& qubits) {
+  std::vector<double> errors;
+  for (int q : qubits) errors.insert(errors.end(), {readout[2 * q], readout[2 * q + 1]});
+  return errors;
+}
+
 // What the physical register size is called in messages.
 constexpr char kPhysicalQubits[] = "n = num_qubits / 2 (the physical qubits)";
 
 // The density ops' kernels decode programs in density mode.
 template <typename T>
-class DensityOpBase : public ExpectationOpBase<T> {
+class DensityOpBase : public ReadoutOpBase<T> {
  public:
-  explicit DensityOpBase(OpKernelConstruction* c)
-      : ExpectationOpBase<T>(c, ProgramMode::kDensity) {}
+  explicit DensityOpBase(OpKernelConstruction* c) : ReadoutOpBase<T>(c, ProgramMode::kDensity) {}
 };
 
 // DensityExpectation (kGrad false): inputs 0..5 program, 6 angles ->
@@ -55,20 +62,13 @@ class DensityExpectationOp : public DensityOpBase<T> {
  public:
   using DensityOpBase<T>::DensityOpBase;
 
-  void Compute(OpKernelContext* c) override {
-    const std::shared_ptr<const Program<T>> shared = this->Prepare(c);
-    if (shared == nullptr) return;
-    const Program<T>& program = *shared;
-    const Tensor& angles = c->input(6);
+  void ComputeReadout(OpKernelContext* c, const Program<T>& program,
+                      const Tensor& angles) override {
     const int64_t batch = angles.dim_size(0), num_angles = angles.dim_size(1);
     const int num_obs = program.num_observables;
     if (kGrad && !ValidateUpstream<T>(c, c->input(7), batch, num_obs)) return;
-    Tensor* out = nullptr;
-    if (kGrad)
-      OP_REQUIRES_OK(c, c->allocate_output(0, angles.shape(), &out));
-    else
-      out = AllocateOutput<T>(c, 0, "expectations", {batch, num_obs});
-    if (out == nullptr || out->NumElements() == 0) return;
+    Tensor* out = AllocateReadout<T>(c, kGrad, angles, "expectations", {batch, num_obs});
+    if (out == nullptr) return;
     const T* a = angles.flat<T>().data();
     const T* u = kGrad ? c->input(7).flat<T>().data() : nullptr;
     T* o = out->flat<T>().data();
@@ -76,17 +76,14 @@ class DensityExpectationOp : public DensityOpBase<T> {
       sim->ForwardSweep(a + b * num_angles, num_angles, lanes, chunks, parallel, kGrad);
       if (!kGrad) return DensityExpectations(sim, program, lanes, o + b * num_obs);
       DensityObservableCostate(sim, program, u + b * num_obs, lanes, chunks, parallel);
-      thread_local std::vector<double> grad;
-      grad.assign(lanes * num_angles, 0.0);
-      sim->BackwardSweep(grad.data(), num_angles, lanes, chunks, parallel);
-      for (int64_t i = 0; i < lanes * num_angles; ++i)
-        o[b * num_angles + i] = static_cast<T>(grad[i]);
+      StoreGradient(lanes, num_angles, o + b * num_angles, [&](double* grad) {
+        sim->BackwardSweep(grad, num_angles, lanes, chunks, parallel);
+      });
     };
     this->ForEachSample(c, program, batch, run, /*adjoint=*/kGrad);
     if (!c->status().ok()) return;
-    const int64_t cols = kGrad ? num_angles : num_obs;
-    CheckResultFinite<T>(c, *out, kGrad ? "d_angles" : "expectations",
-                         [cols](int64_t i) { return Index2(i, cols); });
+    CheckMatrixFinite<T>(c, *out, kGrad ? "d_angles" : "expectations",
+                         kGrad ? num_angles : num_obs);
   }
 };
 
@@ -98,11 +95,8 @@ class DensityProbabilitiesOp : public DensityOpBase<T> {
  public:
   using DensityOpBase<T>::DensityOpBase;
 
-  void Compute(OpKernelContext* c) override {
-    const std::shared_ptr<const Program<T>> shared = this->Prepare(c);
-    if (shared == nullptr) return;
-    const Program<T>& program = *shared;
-    const Tensor& angles = c->input(6);
+  void ComputeReadout(OpKernelContext* c, const Program<T>& program,
+                      const Tensor& angles) override {
     const int64_t batch = angles.dim_size(0), num_angles = angles.dim_size(1);
     const int n = program.num_qubits / 2;
     std::vector<int> qubits;
@@ -111,12 +105,9 @@ class DensityProbabilitiesOp : public DensityOpBase<T> {
     if (kGrad && !ValidateMatrix<T>(c, 8, "upstream", batch, static_cast<int64_t>(outcomes),
                                     "batch, 2**len(qubits)"))
       return;
-    Tensor* out = nullptr;
-    if (kGrad)
-      OP_REQUIRES_OK(c, c->allocate_output(0, angles.shape(), &out));
-    else
-      out = AllocateOutput<T>(c, 0, "probabilities", {batch, static_cast<int64_t>(outcomes)});
-    if (out == nullptr || out->NumElements() == 0) return;
+    Tensor* out = AllocateReadout<T>(c, kGrad, angles, "probabilities",
+                                     {batch, static_cast<int64_t>(outcomes)});
+    if (out == nullptr) return;
     const BitGather gather = BitGather::MostSignificantFirst(n, qubits);
     const T* a = angles.flat<T>().data();
     const T* u = kGrad ? c->input(8).flat<T>().data() : nullptr;
@@ -127,11 +118,9 @@ class DensityProbabilitiesOp : public DensityOpBase<T> {
       if (kGrad) {
         DensityMarginalCostate(sim, n, gather, outcomes, u + b * outcomes, lanes, chunks,
                                parallel);
-        thread_local std::vector<double> grad;
-        grad.assign(lanes * num_angles, 0.0);
-        sim->BackwardSweep(grad.data(), num_angles, lanes, chunks, parallel);
-        for (int64_t i = 0; i < lanes * num_angles; ++i)
-          o[b * num_angles + i] = static_cast<T>(grad[i]);
+        StoreGradient(lanes, num_angles, o + b * num_angles, [&](double* grad) {
+          sim->BackwardSweep(grad, num_angles, lanes, chunks, parallel);
+        });
         return;
       }
       thread_local std::vector<double> marginals;
@@ -143,9 +132,8 @@ class DensityProbabilitiesOp : public DensityOpBase<T> {
     };
     this->ForEachSample(c, program, batch, run, /*adjoint=*/kGrad);
     if (!c->status().ok()) return;
-    const int64_t cols = kGrad ? num_angles : static_cast<int64_t>(outcomes);
-    CheckResultFinite<T>(c, *out, kGrad ? "d_angles" : "probabilities",
-                         [cols](int64_t i) { return Index2(i, cols); });
+    CheckMatrixFinite<T>(c, *out, kGrad ? "d_angles" : "probabilities",
+                         kGrad ? num_angles : static_cast<int64_t>(outcomes));
   }
 };
 
@@ -176,11 +164,8 @@ class DensitySampleOp : public DensityOpBase<T> {
  public:
   using DensityOpBase<T>::DensityOpBase;
 
-  void Compute(OpKernelContext* c) override {
-    const std::shared_ptr<const Program<T>> shared = this->Prepare(c);
-    if (shared == nullptr) return;
-    const Program<T>& program = *shared;
-    const Tensor& angles = c->input(6);
+  void ComputeReadout(OpKernelContext* c, const Program<T>& program,
+                      const Tensor& angles) override {
     const int64_t batch = angles.dim_size(0), num_angles = angles.dim_size(1);
     const int n = program.num_qubits / 2;
     std::vector<int> qubits;
@@ -192,21 +177,16 @@ class DensitySampleOp : public DensityOpBase<T> {
       return;
     const int k = static_cast<int>(qubits.size());
     const uint64_t outcomes = uint64_t{1} << k;
-    Tensor* out = AllocateOutput<int32_t>(c, 0, "samples", {batch, shots, k});
-    if (out == nullptr || out->NumElements() == 0) return;
+    Tensor* out = AllocateReadout<int32_t>(c, false, angles, "samples", {batch, shots, k});
+    if (out == nullptr) return;
     const BitGather gather = BitGather::MostSignificantFirst(n, qubits);
     // qubits[j] is bit k - 1 - j of an outcome.
     std::vector<int> positions(k);
-    std::vector<double> errors(2 * k);
-    for (int j = 0; j < k; ++j) {
-      positions[j] = k - 1 - j;
-      errors[2 * j] = readout[2 * qubits[j]];
-      errors[2 * j + 1] = readout[2 * qubits[j] + 1];
-    }
+    for (int j = 0; j < k; ++j) positions[j] = k - 1 - j;
+    const std::vector<double> errors = ReadoutErrorsOf(readout, qubits);
     const T* a = angles.flat<T>().data();
     int32_t* o = out->flat<int32_t>().data();
-    FirstIndex bad_row;
-    std::vector<double> totals(batch);
+    UnsampledRows unsampled(batch);
     auto run = [&](auto* sim, int64_t b, int lanes, int chunks, const ParallelChunks& parallel) {
       constexpr int W = std::decay_t<decltype(*sim)>::kLanes;
       thread_local std::vector<double> marginals, cdf;
@@ -216,22 +196,17 @@ class DensitySampleOp : public DensityOpBase<T> {
       DensityMarginals(sim, n, gather, outcomes, marginals.data());
       for (int s = 0; s < lanes; ++s) {
         const int64_t row = b + s;
-        totals[row] = SamplingCdf(marginals.data() + s * outcomes, outcomes, positions, errors,
-                                  &cdf);
-        if (!(totals[row] > 0 && std::isfinite(totals[row]))) {
-          bad_row.Offer(row);
-          continue;
-        }
-        int32_t* samples = o + row * shots * k;
-        DrawShots(generator, row, 0, shots, cdf.data(), outcomes, chunks, parallel, &guide,
-                  [&](int, uint64_t shot, uint64_t m) {
-                    for (int j = 0; j < k; ++j) samples[shot * k + j] = m >> (k - 1 - j) & 1;
-                  });
+        const double total =
+            SamplingCdf(marginals.data() + s * outcomes, outcomes, positions, errors, &cdf);
+        if (unsampled.Sampleable(row, total))
+          DrawSamples(generator, row, shots, k, cdf.data(), chunks, parallel, &guide,
+                      o + row * shots * k);
       }
     };
     this->ForEachSample(c, program, batch, run);
     if (!c->status().ok()) return;
-    if (const int64_t row = bad_row.Get(); row >= 0) FailBadDensity(c, row, totals[row]);
+    if (const int64_t row = unsampled.First(); row >= 0)
+      FailBadDensity(c, row, unsampled.Total(row));
   }
 };
 
@@ -242,11 +217,8 @@ class DensitySampledExpectationOp : public DensityOpBase<T> {
  public:
   using DensityOpBase<T>::DensityOpBase;
 
-  void Compute(OpKernelContext* c) override {
-    const std::shared_ptr<const Program<T>> shared = this->Prepare(c);
-    if (shared == nullptr) return;
-    const Program<T>& program = *shared;
-    const Tensor& angles = c->input(6);
+  void ComputeReadout(OpKernelContext* c, const Program<T>& program,
+                      const Tensor& angles) override {
     const int64_t batch = angles.dim_size(0), num_angles = angles.dim_size(1);
     const int n = program.num_qubits / 2;
     int32_t shots = 0;
@@ -256,23 +228,21 @@ class DensitySampledExpectationOp : public DensityOpBase<T> {
         !ValidateReadout(c, 9, n, &readout))
       return;
     const int num_obs = program.num_observables;
-    Tensor* out = AllocateOutput<T>(c, 0, "expectations", {batch, num_obs});
-    if (out == nullptr || out->NumElements() == 0) return;
+    Tensor* out = AllocateReadout<T>(c, false, angles, "expectations", {batch, num_obs});
+    if (out == nullptr) return;
     const MeasurementSettings<T> settings(program, n);
     const size_t num_groups = settings.groups.size();
     // Per group: its qubits' bit positions (ascending) and readout errors.
     std::vector<std::vector<int>> positions(num_groups);
     std::vector<std::vector<double>> errors(num_groups);
-    for (size_t g = 0; g < num_groups; ++g)
-      for (size_t j = 0; j < settings.qubits[g].size(); ++j) {
-        positions[g].push_back(static_cast<int>(j));
-        errors[g].push_back(readout[2 * settings.qubits[g][j]]);
-        errors[g].push_back(readout[2 * settings.qubits[g][j] + 1]);
-      }
+    for (size_t g = 0; g < num_groups; ++g) {
+      positions[g].resize(settings.qubits[g].size());
+      std::iota(positions[g].begin(), positions[g].end(), 0);
+      errors[g] = ReadoutErrorsOf(readout, settings.qubits[g]);
+    }
     const T* a = angles.flat<T>().data();
     T* o = out->flat<T>().data();
-    FirstIndex bad_row;
-    std::vector<double> totals(batch);
+    UnsampledRows unsampled(batch);
     auto run = [&](auto* sim, int64_t b, int lanes, int chunks, const ParallelChunks& parallel) {
       constexpr int W = std::decay_t<decltype(*sim)>::kLanes;
       thread_local std::vector<double> marginals, cdf, sums;
@@ -298,9 +268,7 @@ class DensitySampledExpectationOp : public DensityOpBase<T> {
           const int64_t row = b + s;
           const double total = SamplingCdf(marginals.data() + s * outcomes, outcomes,
                                            positions[g], errors[g], &cdf);
-          if (!(total > 0 && std::isfinite(total))) {
-            totals[row] = total;
-            bad_row.Offer(row);
+          if (!unsampled.Sampleable(row, total)) {
             bad[s] = true;
             continue;
           }
@@ -314,9 +282,9 @@ class DensitySampledExpectationOp : public DensityOpBase<T> {
     };
     this->ForEachSample(c, program, batch, run);
     if (!c->status().ok()) return;
-    if (const int64_t row = bad_row.Get(); row >= 0) return FailBadDensity(c, row, totals[row]);
-    CheckResultFinite<T>(c, *out, "expectations",
-                         [num_obs](int64_t i) { return Index2(i, num_obs); });
+    if (const int64_t row = unsampled.First(); row >= 0)
+      return FailBadDensity(c, row, unsampled.Total(row));
+    CheckMatrixFinite<T>(c, *out, "expectations", num_obs);
   }
 };
 

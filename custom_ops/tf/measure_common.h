@@ -71,6 +71,79 @@ inline bool ValidateSeed(OpKernelContext* c, int index, Philox4x32* generator) {
   return true;
 }
 
+// The base of the read-out kernels: Compute decodes and checks the program
+// (inputs 0..5) and the angles (input 6), then hands them to ComputeReadout.
+template <typename T>
+class ReadoutOpBase : public ExpectationOpBase<T> {
+ public:
+  using ExpectationOpBase<T>::ExpectationOpBase;
+
+  void Compute(OpKernelContext* c) final {
+    const std::shared_ptr<const Program<T>> program = this->Prepare(c);
+    if (program != nullptr) ComputeReadout(c, *program, c->input(6));
+  }
+
+ protected:
+  virtual void ComputeReadout(OpKernelContext* c, const Program<T>& program,
+                              const Tensor& angles) = 0;
+};
+
+// Output 0 of a read-out op: `name` of shape `dims` (AllocateOutput), or
+// for a gradient op d_angles, shaped like the angles. Null when there is
+// nothing to compute: it failed, or it is empty.
+template <typename T>
+inline Tensor* AllocateReadout(OpKernelContext* c, bool gradient, const Tensor& angles,
+                               const char* name, std::initializer_list<int64_t> dims) {
+  Tensor* out = nullptr;
+  if (!gradient) {
+    out = AllocateOutput<T>(c, 0, name, dims);
+  } else if (const auto status = c->allocate_output(0, angles.shape(), &out); !status.ok()) {
+    c->CtxFailureWithWarning(__FILE__, __LINE__, status);
+    return nullptr;
+  }
+  return out != nullptr && out->NumElements() > 0 ? out : nullptr;
+}
+
+// Runs sweep(grad) on a zeroed float64 gradient [lanes, num_angles] and
+// stores it to d_angles, the rows of those lanes.
+template <typename T, typename Sweep>
+inline void StoreGradient(int lanes, int64_t num_angles, T* d_angles, Sweep sweep) {
+  thread_local std::vector<double> grad;
+  grad.assign(lanes * num_angles, 0.0);
+  sweep(grad.data());
+  for (int64_t i = 0; i < lanes * num_angles; ++i) d_angles[i] = static_cast<T>(grad[i]);
+}
+
+// CheckResultFinite of a [rows, cols] output, naming a value name[i, j].
+template <typename T>
+inline bool CheckMatrixFinite(OpKernelContext* c, const Tensor& t, const char* name,
+                              int64_t cols) {
+  return CheckResultFinite<T>(c, t, name, [cols](int64_t i) { return Index2(i, cols); });
+}
+
+// The rows of a batch that cannot be sampled: their probabilities sum to
+// zero or overflow. The first one is reported, with its total.
+class UnsampledRows {
+ public:
+  explicit UnsampledRows(int64_t batch) : totals_(batch) {}
+
+  // Whether `total`, the sum of row's probabilities, can be sampled from;
+  // the row is kept when not.
+  bool Sampleable(int64_t row, double total) {
+    if (total > 0 && std::isfinite(total)) return true;
+    totals_[row] = total;
+    first_.Offer(row);
+    return false;
+  }
+  // The first row that cannot be sampled, or -1.
+  int64_t First() const { return first_.Get(); }
+  double Total(int64_t row) const { return totals_[row]; }
+
+ private:
+  FirstIndex first_;
+  std::vector<double> totals_;
+};
+
 // A [batch, cols] input `name` (an upstream gradient), finite.
 template <typename T>
 inline bool ValidateMatrix(OpKernelContext* c, int index, const char* name, int64_t rows,
@@ -125,6 +198,18 @@ inline void DrawShots(const Philox4x32& generator, int64_t row, uint32_t stream,
                                 : SampleIndex(cdf, outcomes, u[s - 2 * p]));
     }
   });
+}
+
+// Draws `shots` outcomes of k qubits for `row` from cdf (DrawShots) into
+// samples [shots, k]: bit j of a sample is qubits[j], the MSB-first outcome
+// index read backwards.
+inline void DrawSamples(const Philox4x32& generator, int64_t row, int32_t shots, int k,
+                        const double* cdf, int chunks, const ParallelChunks& parallel,
+                        std::vector<uint64_t>* guide, int32_t* samples) {
+  DrawShots(generator, row, 0, shots, cdf, uint64_t{1} << k, chunks, parallel, guide,
+            [&](int, uint64_t shot, uint64_t m) {
+              for (int j = 0; j < k; ++j) samples[shot * k + j] = m >> (k - 1 - j) & 1;
+            });
 }
 
 // Fails when a row's probabilities sum to zero or overflow (possible only

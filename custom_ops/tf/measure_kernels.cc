@@ -1,8 +1,6 @@
 // OpKernels of the measurement ops (measure_ops.cc): probabilities, states,
 // samples and sampled expectations of a compiled circuit's final state,
 // with the adjoint gradients of probabilities and states.
-#include <memory>
-#include <string>
 #include <vector>
 
 #include "measure_common.h"
@@ -24,15 +22,12 @@ static void RunToFinalStates(Sim* sim, const Program<T>& program, const T* angle
 // Probabilities (kGrad false) or ProbabilitiesAdjointGrad (true): inputs
 // 0..5 program, 6 angles, 7 qubits [, 8 upstream].
 template <typename T, bool kGrad>
-class ProbabilitiesOp : public ExpectationOpBase<T> {
+class ProbabilitiesOp : public ReadoutOpBase<T> {
  public:
-  using ExpectationOpBase<T>::ExpectationOpBase;
+  using ReadoutOpBase<T>::ReadoutOpBase;
 
-  void Compute(OpKernelContext* c) override {
-    const std::shared_ptr<const Program<T>> shared = this->Prepare(c);
-    if (shared == nullptr) return;
-    const Program<T>& program = *shared;
-    const Tensor& angles = c->input(6);
+  void ComputeReadout(OpKernelContext* c, const Program<T>& program,
+                      const Tensor& angles) override {
     const int64_t batch = angles.dim_size(0), num_angles = angles.dim_size(1);
     std::vector<int> qubits;
     if (!ValidateQubits(c, 7, program.num_qubits, &qubits)) return;
@@ -41,11 +36,9 @@ class ProbabilitiesOp : public ExpectationOpBase<T> {
     if (kGrad && !ValidateMatrix<T>(c, 8, "upstream", batch, static_cast<int64_t>(outcomes),
                                     "batch, 2**len(qubits)"))
       return;
-    Tensor* out = kGrad ? nullptr
-                        : AllocateOutput<T>(c, 0, "probabilities",
-                                            {batch, static_cast<int64_t>(outcomes)});
-    if (kGrad) OP_REQUIRES_OK(c, c->allocate_output(0, angles.shape(), &out));
-    if (out == nullptr || out->NumElements() == 0) return;
+    Tensor* out = AllocateReadout<T>(c, kGrad, angles, "probabilities",
+                                     {batch, static_cast<int64_t>(outcomes)});
+    if (out == nullptr) return;
     const BitGather gather = BitGather::MostSignificantFirst(program.num_qubits, qubits);
     const T* a = angles.flat<T>().data();
     const T* u = kGrad ? c->input(8).flat<T>().data() : nullptr;
@@ -58,7 +51,6 @@ class ProbabilitiesOp : public ExpectationOpBase<T> {
         // d p[m] = 2 Re <psi| P_m d psi>: the co-state D psi, D the diagonal
         // of upstream[marginal index of x].
         thread_local std::vector<T> costate;
-        thread_local std::vector<double> grad;
         costate.resize(states.size());
         for (int s = 0; s < lanes; ++s) {
           const T* psi = states.data() + s * 2 * size;
@@ -74,11 +66,10 @@ class ProbabilitiesOp : public ExpectationOpBase<T> {
             }
           });
         }
-        grad.assign(lanes * num_angles, 0.0);
-        sim->GradientFromCostate(states.data(), costate.data(), T{1}, a + b * num_angles,
-                                 num_angles, lanes, grad.data(), chunks, parallel);
-        for (int64_t i = 0; i < lanes * num_angles; ++i)
-          o[b * num_angles + i] = static_cast<T>(grad[i]);
+        StoreGradient(lanes, num_angles, o + b * num_angles, [&](double* grad) {
+          sim->GradientFromCostate(states.data(), costate.data(), T{1}, a + b * num_angles,
+                                   num_angles, lanes, grad, chunks, parallel);
+        });
         return;
       }
       thread_local std::vector<double> marginal, scratch;
@@ -92,35 +83,27 @@ class ProbabilitiesOp : public ExpectationOpBase<T> {
     };
     this->ForEachSample(c, program, batch, run, /*adjoint=*/kGrad);
     if (!c->status().ok()) return;
-    const int64_t cols = kGrad ? num_angles : static_cast<int64_t>(outcomes);
-    CheckResultFinite<T>(c, *out, kGrad ? "d_angles" : "probabilities",
-                         [cols](int64_t i) { return Index2(i, cols); });
+    CheckMatrixFinite<T>(c, *out, kGrad ? "d_angles" : "probabilities",
+                         kGrad ? num_angles : static_cast<int64_t>(outcomes));
   }
 };
 
 // State (kGrad false): inputs 0..5, 6 angles. StateAdjointGrad (true):
 // + 7 state (the forward's output), 8 upstream; no forward sweep.
 template <typename T, bool kGrad>
-class StateOp : public ExpectationOpBase<T> {
+class StateOp : public ReadoutOpBase<T> {
  public:
-  using ExpectationOpBase<T>::ExpectationOpBase;
+  using ReadoutOpBase<T>::ReadoutOpBase;
 
-  void Compute(OpKernelContext* c) override {
-    const std::shared_ptr<const Program<T>> shared = this->Prepare(c);
-    if (shared == nullptr) return;
-    const Program<T>& program = *shared;
-    const Tensor& angles = c->input(6);
+  void ComputeReadout(OpKernelContext* c, const Program<T>& program,
+                      const Tensor& angles) override {
     const int64_t batch = angles.dim_size(0), num_angles = angles.dim_size(1);
     const int64_t size = int64_t{1} << program.num_qubits;
     if (kGrad && (!ValidateState(c, program, c->input(7), batch, "state") ||
                   !ValidateState(c, program, c->input(8), batch, "upstream")))
       return;
-    Tensor* out = nullptr;
-    if (kGrad)
-      OP_REQUIRES_OK(c, c->allocate_output(0, angles.shape(), &out));
-    else
-      out = AllocateOutput<T>(c, 0, "state", {batch, 2, size});
-    if (out == nullptr || out->NumElements() == 0) return;
+    Tensor* out = AllocateReadout<T>(c, kGrad, angles, "state", {batch, 2, size});
+    if (out == nullptr) return;
     const T* a = angles.flat<T>().data();
     T* o = out->flat<T>().data();
     const T* psi = kGrad ? c->input(7).flat<T>().data() : nullptr;
@@ -128,13 +111,10 @@ class StateOp : public ExpectationOpBase<T> {
     auto run = [&](auto* sim, int64_t b, int lanes, int chunks, const ParallelChunks& parallel) {
       if (kGrad) {
         // A real loss L of the state: dL = 2 Re <g/2| d psi>, g = dL/dRe psi + i dL/dIm psi.
-        thread_local std::vector<double> grad;
-        grad.assign(lanes * num_angles, 0.0);
-        sim->GradientFromCostate(psi + b * 2 * size, up + b * 2 * size, T{0.5},
-                                 a + b * num_angles, num_angles, lanes, grad.data(), chunks,
-                                 parallel);
-        for (int64_t i = 0; i < lanes * num_angles; ++i)
-          o[b * num_angles + i] = static_cast<T>(grad[i]);
+        StoreGradient(lanes, num_angles, o + b * num_angles, [&](double* grad) {
+          sim->GradientFromCostate(psi + b * 2 * size, up + b * 2 * size, T{0.5},
+                                   a + b * num_angles, num_angles, lanes, grad, chunks, parallel);
+        });
         return;
       }
       thread_local std::vector<T> expectations;
@@ -147,8 +127,7 @@ class StateOp : public ExpectationOpBase<T> {
     this->ForEachSample(c, program, batch, run, /*adjoint=*/kGrad);
     if (!c->status().ok()) return;
     if (kGrad)
-      CheckResultFinite<T>(c, *out, "d_angles",
-                           [num_angles](int64_t i) { return Index2(i, num_angles); });
+      CheckMatrixFinite<T>(c, *out, "d_angles", num_angles);
     else
       CheckResultFinite<T>(c, *out, "state", [size](int64_t i) { return StateIndex(i, size); });
   }
@@ -157,15 +136,12 @@ class StateOp : public ExpectationOpBase<T> {
 // Sample: inputs 0..5, 6 angles, 7 qubits, 8 shots, 9 seed ->
 // samples int32 [batch, shots, k].
 template <typename T>
-class SampleOp : public ExpectationOpBase<T> {
+class SampleOp : public ReadoutOpBase<T> {
  public:
-  using ExpectationOpBase<T>::ExpectationOpBase;
+  using ReadoutOpBase<T>::ReadoutOpBase;
 
-  void Compute(OpKernelContext* c) override {
-    const std::shared_ptr<const Program<T>> shared = this->Prepare(c);
-    if (shared == nullptr) return;
-    const Program<T>& program = *shared;
-    const Tensor& angles = c->input(6);
+  void ComputeReadout(OpKernelContext* c, const Program<T>& program,
+                      const Tensor& angles) override {
     const int64_t batch = angles.dim_size(0), num_angles = angles.dim_size(1);
     std::vector<int> qubits;
     int32_t shots = 0;
@@ -175,13 +151,12 @@ class SampleOp : public ExpectationOpBase<T> {
       return;
     const int k = static_cast<int>(qubits.size());
     const uint64_t size = uint64_t{1} << program.num_qubits, outcomes = uint64_t{1} << k;
-    Tensor* out = AllocateOutput<int32_t>(c, 0, "samples", {batch, shots, k});
-    if (out == nullptr || out->NumElements() == 0) return;
+    Tensor* out = AllocateReadout<int32_t>(c, false, angles, "samples", {batch, shots, k});
+    if (out == nullptr) return;
     const BitGather gather = BitGather::MostSignificantFirst(program.num_qubits, qubits);
     const T* a = angles.flat<T>().data();
     int32_t* o = out->flat<int32_t>().data();
-    FirstIndex bad_row;
-    std::vector<double> totals(batch);
+    UnsampledRows unsampled(batch);
     auto run = [&](auto* sim, int64_t b, int lanes, int chunks, const ParallelChunks& parallel) {
       thread_local std::vector<T> states;
       thread_local std::vector<double> cdf, scratch;
@@ -194,52 +169,39 @@ class SampleOp : public ExpectationOpBase<T> {
         MarginalProbabilities(states.data() + s * 2 * size, size, gather, cdf.data(), outcomes,
                               chunks, parallel, &scratch);
         CumulativeSum(cdf.data(), outcomes);
-        totals[row] = cdf[outcomes - 1];
-        if (!(totals[row] > 0 && std::isfinite(totals[row]))) {
-          bad_row.Offer(row);
-          continue;
-        }
-        int32_t* samples = o + row * shots * k;
-        DrawShots(generator, row, 0, shots, cdf.data(), outcomes, chunks, parallel, &guide,
-                  [&](int, uint64_t shot, uint64_t m) {
-                    // Bit j of a sample is qubits[j]: the MSB-first index read backwards.
-                    for (int j = 0; j < k; ++j) samples[shot * k + j] = m >> (k - 1 - j) & 1;
-                  });
+        if (unsampled.Sampleable(row, cdf[outcomes - 1]))
+          DrawSamples(generator, row, shots, k, cdf.data(), chunks, parallel, &guide,
+                      o + row * shots * k);
       }
     };
     this->ForEachSample(c, program, batch, run);
     if (!c->status().ok()) return;
-    if (const int64_t row = bad_row.Get(); row >= 0)
-      FailBadDistribution<T>(c, row, totals[row]);
+    if (const int64_t row = unsampled.First(); row >= 0)
+      FailBadDistribution<T>(c, row, unsampled.Total(row));
   }
 };
 
 // SampledExpectation: inputs 0..5, 6 angles, 7 shots, 8 seed ->
 // expectations [batch, num_observables].
 template <typename T>
-class SampledExpectationOp : public ExpectationOpBase<T> {
+class SampledExpectationOp : public ReadoutOpBase<T> {
  public:
-  using ExpectationOpBase<T>::ExpectationOpBase;
+  using ReadoutOpBase<T>::ReadoutOpBase;
 
-  void Compute(OpKernelContext* c) override {
-    const std::shared_ptr<const Program<T>> shared = this->Prepare(c);
-    if (shared == nullptr) return;
-    const Program<T>& program = *shared;
-    const Tensor& angles = c->input(6);
+  void ComputeReadout(OpKernelContext* c, const Program<T>& program,
+                      const Tensor& angles) override {
     const int64_t batch = angles.dim_size(0), num_angles = angles.dim_size(1);
     int32_t shots = 0;
     Philox4x32 generator;
     if (!ValidateShots(c, 7, &shots) || !ValidateSeed(c, 8, &generator)) return;
     const int num_obs = program.num_observables;
-    Tensor* out = AllocateOutput<T>(c, 0, "expectations", {batch, num_obs});
-    if (out == nullptr || out->NumElements() == 0) return;
-
+    Tensor* out = AllocateReadout<T>(c, false, angles, "expectations", {batch, num_obs});
+    if (out == nullptr) return;
     const MeasurementSettings<T> settings(program, program.num_qubits);
     const uint64_t size = uint64_t{1} << program.num_qubits;
     const T* a = angles.flat<T>().data();
     T* o = out->flat<T>().data();
-    FirstIndex bad_row;
-    std::vector<double> totals(batch);
+    UnsampledRows unsampled(batch);
     auto run = [&](auto* sim, int64_t b, int lanes, int chunks, const ParallelChunks& parallel) {
       thread_local std::vector<T> states, rotated;
       thread_local std::vector<double> cdf, scratch, sums;
@@ -265,12 +227,7 @@ class SampledExpectationOp : public ExpectationOpBase<T> {
           MarginalProbabilities(psi, size, settings.gathers[g], cdf.data(), outcomes, chunks,
                                 parallel, &scratch);
           CumulativeSum(cdf.data(), outcomes);
-          const double total = cdf[outcomes - 1];
-          if (!(total > 0 && std::isfinite(total))) {
-            totals[row] = total;
-            bad_row.Offer(row);
-            break;
-          }
+          if (!unsampled.Sampleable(row, cdf[outcomes - 1])) break;
           settings.EstimateGroup(g, generator, row, shots, cdf.data(), chunks, parallel, &guide,
                                  &counts, sums.data());
         }
@@ -279,10 +236,9 @@ class SampledExpectationOp : public ExpectationOpBase<T> {
     };
     this->ForEachSample(c, program, batch, run);
     if (!c->status().ok()) return;
-    if (const int64_t row = bad_row.Get(); row >= 0)
-      return FailBadDistribution<T>(c, row, totals[row]);
-    CheckResultFinite<T>(c, *out, "expectations",
-                         [num_obs](int64_t i) { return Index2(i, num_obs); });
+    if (const int64_t row = unsampled.First(); row >= 0)
+      return FailBadDistribution<T>(c, row, unsampled.Total(row));
+    CheckMatrixFinite<T>(c, *out, "expectations", num_obs);
   }
 };
 

@@ -1,4 +1,5 @@
 // Op registrations with full shape functions; the kernels live in kernels.cc.
+#include "shape_fns.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/shape_inference.h"
 
@@ -31,16 +32,6 @@ static Status ProgramShapes(InferenceContext* c, ShapeHandle* angles,
   return ::tensorflow::OkStatus();
 }
 
-// 2**num_qubits when num_qubits (input 0) is a known, valid constant; else
-// unknown (the kernel names a bad value).
-static DimensionHandle StateSize(InferenceContext* c) {
-  const ::tensorflow::Tensor* n = c->input_tensor(0);
-  if (n == nullptr || n->dims() != 0) return c->UnknownDim();
-  const int32_t qubits = n->scalar<int32_t>()();
-  if (qubits < 1 || qubits > 62) return c->UnknownDim();
-  return c->MakeDim(int64_t{1} << qubits);
-}
-
 // initial_state (input 6) is [batch, 2, 2**num_qubits]: real, imaginary parts.
 static Status InitialStateShape(InferenceContext* c, ShapeHandle angles,
                                 ShapeHandle* state) {
@@ -59,17 +50,6 @@ static Status FinalStateShape(InferenceContext* c) {
   TF_RETURN_IF_ERROR(c->WithRank(c->input(7), 3, &state));
   TF_RETURN_IF_ERROR(c->WithValue(c->Dim(state, 1), 2, &d));
   TF_RETURN_IF_ERROR(c->Merge(c->Dim(state, 2), StateSize(c), &d));
-  return ::tensorflow::OkStatus();
-}
-
-// upstream (input `input`) is [batch, num_observables].
-static Status UpstreamShape(InferenceContext* c, int input, ShapeHandle angles,
-                            DimensionHandle num_observables) {
-  ShapeHandle upstream;
-  DimensionHandle d;
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(input), 2, &upstream));
-  TF_RETURN_IF_ERROR(c->Merge(c->Dim(upstream, 0), c->Dim(angles, 0), &d));
-  TF_RETURN_IF_ERROR(c->Merge(c->Dim(upstream, 1), num_observables, &d));
   return ::tensorflow::OkStatus();
 }
 
